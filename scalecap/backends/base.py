@@ -1,0 +1,127 @@
+"""The one protocol every model backend speaks.
+
+The pipeline needs exactly two things from a model: *generate* text for a chat prompt (optionally
+with an image), and *score* a given text under a chat prompt by teacher forcing (the per-token
+log-probabilities, and raw logits where the backend has them). Everything else (batching, servers,
+retries, devices) lives behind this protocol, so the pipeline never knows which backend it talks to.
+
+Requests are plain frozen values so that they can be queued, batched, hashed and logged safely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from PIL import Image
+
+
+class BackendError(RuntimeError):
+    """A model call failed in a way the caller should record (per image), not crash on."""
+
+
+class CapabilityError(BackendError):
+    """The backend cannot do what a role needs (e.g. a closed API asked to score)."""
+
+
+@dataclass(frozen=True, eq=False)
+class ImageRef:
+    """An image decoded once, shared by every request about it.
+
+    ``key`` identifies the image for the backend's per-image caches (encoded bytes, processor
+    outputs), so that the captioner and the scorer see exactly the same pixels and servers see
+    byte-identical requests (prefix and encoder caches hit).
+    """
+
+    key: str
+    pil: Image.Image
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.pil.size
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """One user turn, the system prompt and the image first, the question last."""
+
+    user: str
+    system: str | None = None
+    image: ImageRef | None = None
+
+    def without_image(self) -> "ChatPrompt":
+        return ChatPrompt(user=self.user, system=self.system, image=None)
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int
+    temperature: float = 0.0
+    repetition_penalty: float = 1.0
+    # A regular expression the whole output must match; only honoured where
+    # ``Capabilities.can_constrain`` is true (callers check, backends never ignore it silently).
+    regex: str | None = None
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"  # "stop" | "length"
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """Teacher-forced values of the tokens of one text under one conditioning.
+
+    ``offsets[i]`` is the character span of token i in the scored text, so that sentences found
+    on the text can be mapped to tokens. ``logits`` is the raw (pre-softmax) logit of each target
+    token, present only where the backend exposes logits.
+    """
+
+    token_ids: tuple[int, ...]
+    offsets: tuple[tuple[int, int], ...]
+    logprobs: tuple[float, ...]
+    logits: tuple[float, ...] | None = None
+    prompt_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        n = len(self.token_ids)
+        if len(self.offsets) != n or len(self.logprobs) != n or (self.logits is not None and len(self.logits) != n):
+            raise ValueError("TokenScores fields must have one entry per token")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    vision: bool = False
+    can_score: bool = False
+    has_logits: bool = False
+    can_constrain: bool = False
+    context_window: int | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a role is bound to. Implementations: transformers, OpenAI-compatible HTTP, vLLM."""
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this model for the run fingerprint (kind, model, revision, dtype). No secrets."""
+        ...
+
+    async def generate(self, prompt: ChatPrompt, params: GenerationParams) -> Generation: ...
+
+    async def score(self, prompt: ChatPrompt, text: str) -> TokenScores:
+        """Teacher-force ``text`` as the assistant's reply to ``prompt``; see TokenScores."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` (exact where a tokenizer is at hand, else a stated estimate)."""
+        ...
+
+    async def aclose(self) -> None: ...

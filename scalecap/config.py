@@ -1,0 +1,168 @@
+"""Settings of a run, the binding of roles to models, and the run fingerprint.
+
+Three roles (METHOD.md section 2): the *captioner* writes the first caption and answers the
+questions, the *scorer* teacher-forces texts with and without the image, the *writer* (a text LLM)
+writes the questions, the summaries and the final caption. One model may play all three.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from . import __version__
+
+ScoreMode = Literal["prob", "logprob", "logit"]
+ROLES = ("captioner", "scorer", "writer")
+
+#: Default threshold per score mode. The paper publishes no value of tau; these are ours, chosen so
+#: that a sentence is kept when at least one content token is clearly more likely with the image.
+DEFAULT_TAU: dict[str, float] = {"prob": 0.1, "logprob": 1.0, "logit": 1.0}
+
+
+class ModelConfig(BaseModel):
+    """How to reach one model. ``backend`` picks the implementation; the rest is theirs.
+
+    API keys are never stored: ``api_key_env`` names the environment variable that holds one.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["hf", "openai", "vllm"] = "hf"
+    model: str
+    # hf / vllm (in-process)
+    device: str = "auto"
+    dtype: str = "auto"
+    max_batch_size: int = 8
+    score_batch_size: int = 1
+    trust_remote_code: bool = False
+    revision: str | None = None
+    # openai-compatible HTTP
+    api_base: str | None = None
+    api_key_env: str | None = None
+    served_model: str | None = None
+    max_concurrency: int = 32
+    timeout: float = 300.0
+    max_retries: int = 6
+    max_pixels: int | None = None
+    # vllm in-process
+    vllm_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _http_needs_base(self) -> "ModelConfig":
+        if self.backend == "openai" and not self.api_base:
+            raise ValueError(f"model {self.model!r}: the openai backend needs api_base (e.g. http://127.0.0.1:8000/v1)")
+        return self
+
+    def public(self) -> dict[str, Any]:
+        """The parts that identify the model (for fingerprints and logs): never a secret."""
+        d = {"backend": self.backend, "model": self.served_model or self.model}
+        if self.revision:
+            d["revision"] = self.revision
+        if self.backend == "openai":
+            d["api_base"] = self.api_base
+        if self.dtype != "auto":
+            d["dtype"] = self.dtype
+        return d
+
+
+class Settings(BaseModel):
+    """Everything that changes what the pipeline computes (and so enters the fingerprint)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget: int | None = Field(default=None, ge=0, description="max object instructions; None = all")
+    score_mode: ScoreMode = "prob"
+    tau: float | None = None
+    preset: str = "paper"
+    tagger: str = "auto"
+    constrain_instructions: bool = True
+    store_tokens: bool = False
+    max_tokens_caption: int = 1024
+    max_tokens_instructions: int = 512
+    max_tokens_answer: int = 512
+    max_tokens_summary: int = 4096
+    writer_repetition_penalty: float = 1.05
+    max_pixels: int = 64_000_000
+    seed: int = 0
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _parse_budget(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return None if v.strip().lower() in ("all", "none", "") else int(v)
+        return v
+
+    @property
+    def effective_tau(self) -> float:
+        return DEFAULT_TAU[self.score_mode] if self.tau is None else self.tau
+
+
+class RunConfig(BaseModel):
+    """A config file: roles bound to models plus settings. See README, "Config files"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    captioner: ModelConfig
+    scorer: ModelConfig
+    writer: ModelConfig
+    settings: Settings = Field(default_factory=Settings)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "RunConfig":
+        """Read TOML (or YAML, if PyYAML is installed) with a ``[models.NAME]`` table per model and a
+        ``[roles]`` table naming the model of each role, or one ``model`` for all three."""
+        p = Path(path)
+        text = p.read_text(encoding="utf-8")
+        if p.suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError as exc:  # pragma: no cover - depends on the environment
+                raise ValueError("YAML config files need PyYAML: pip install pyyaml (or use TOML)") from exc
+            raw = yaml.safe_load(text) or {}
+        else:
+            raw = tomllib.loads(text)
+        return cls.from_mapping(raw)
+
+    @classmethod
+    def from_mapping(cls, raw: dict[str, Any]) -> "RunConfig":
+        models = {name: ModelConfig(**spec) for name, spec in (raw.get("models") or {}).items()}
+        roles = raw.get("roles") or {}
+        default = roles.get("model") or raw.get("model")
+        bound = {}
+        for role in ROLES:
+            name = roles.get(role, default)
+            if name is None:
+                raise ValueError(f"config: no model for role {role!r} (set roles.{role} or roles.model)")
+            if name not in models:
+                raise ValueError(f"config: role {role!r} names model {name!r}, which is not in [models]")
+            bound[role] = models[name]
+        return cls(**bound, settings=Settings(**(raw.get("settings") or {})))
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def fingerprint_fields(
+    models: dict[str, dict[str, Any]], settings: Settings, prompt_hash: str, tagger: str
+) -> dict[str, Any]:
+    """Everything that determines a record, as a plain mapping (hashed into the fingerprint id)."""
+    return {
+        "scalecap_version": __version__,
+        "models": models,
+        "prompt_preset": settings.preset,
+        "prompt_hash": prompt_hash,
+        "score_mode": settings.score_mode,
+        "tau": settings.effective_tau,
+        "budget": settings.budget,
+        "tagger": tagger,
+        "settings": settings.model_dump(mode="json"),
+    }

@@ -1,0 +1,103 @@
+"""Many images in flight: the engine that turns a stream of items into a stream of results.
+
+Backends batch across concurrent requests; the engine's job is to keep enough images in flight for
+those batches to fill, while holding memory flat: it pulls the next item from the source only when
+a slot frees (at most ``concurrency`` images started and not yet handed out), so a million-item
+source is never read ahead. Results come out as they finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from typing import Protocol
+
+from .images import ImageItem
+from .records import CaptionResult
+
+
+class ItemCaptioner(Protocol):
+    async def caption_item(self, item: ImageItem) -> CaptionResult: ...
+
+
+class Engine:
+    def __init__(self, captioner: ItemCaptioner, concurrency: int = 8) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.captioner = captioner
+        self.concurrency = concurrency
+
+    async def run(self, items: Iterable[ImageItem] | AsyncIterable[ImageItem]) -> AsyncIterator[CaptionResult]:
+        """Yield one result per item, in completion order."""
+        source = _aiter(items)
+        running: set[asyncio.Task[CaptionResult]] = set()
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(running) < self.concurrency:
+                    try:
+                        item = await anext(source)
+                    except StopAsyncIteration:
+                        exhausted = True
+                        break
+                    running.add(asyncio.create_task(self.captioner.caption_item(item)))
+                if not running:
+                    return
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                # hand out in a stable order when several finish in the same turn
+                for task in sorted(done, key=lambda t: t.result().id):
+                    yield task.result()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    def run_sync(self, items: Iterable[ImageItem]) -> Iterator[CaptionResult]:
+        """Blocking iterator over ``run`` (an event loop on a helper thread, results through a queue)."""
+        out: queue.Queue = queue.Queue(maxsize=self.concurrency)
+        stop = threading.Event()
+        sentinel = object()
+
+        async def pump() -> None:
+            async for result in self.run(items):
+                while not stop.is_set():
+                    try:
+                        out.put(result, timeout=0.1)
+                        break
+                    except queue.Full:
+                        await asyncio.sleep(0.01)
+                if stop.is_set():
+                    return
+
+        def thread_main() -> None:
+            try:
+                asyncio.run(pump())
+                out.put(sentinel)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                out.put(exc)
+
+        worker = threading.Thread(target=thread_main, name="scalecap-engine", daemon=True)
+        worker.start()
+        try:
+            while True:
+                got = out.get()
+                if got is sentinel:
+                    return
+                if isinstance(got, BaseException):
+                    raise got
+                yield got
+        finally:
+            stop.set()
+            worker.join(timeout=5)
+
+
+async def _aiter(items: Iterable[ImageItem] | AsyncIterable[ImageItem]) -> AsyncIterator[ImageItem]:
+    if hasattr(items, "__aiter__"):
+        async for item in items:  # type: ignore[union-attr]
+            yield item
+    else:
+        for item in items:  # type: ignore[union-attr]
+            yield item

@@ -1,0 +1,54 @@
+"""Prompt presets: each preset is a folder of text files, one prompt per file, ``{}`` marking slots.
+
+Keeping prompts as data lets users add a preset without touching code, and lets the fingerprint
+hash exactly the text that was sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+_NAMES = ("system", "caption", "instructions", "object_summary", "position_summary", "final")
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    name: str
+    system: str
+    caption: str
+    instructions: str
+    object_summary: str
+    position_summary: str
+    final: str
+
+    @property
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for n in _NAMES:
+            h.update(n.encode() + b"\0" + getattr(self, n).encode() + b"\0")
+        return h.hexdigest()
+
+
+def load_preset(name_or_path: str = "paper") -> PromptSet:
+    """A bundled preset by name (``paper``) or a folder with the six prompt files."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        folder, name = path, path.name
+    else:
+        folder = Path(str(resources.files(__package__).joinpath(name_or_path)))
+        name = name_or_path
+        if not folder.is_dir():
+            raise ValueError(f"unknown prompt preset {name_or_path!r}: not a bundled preset nor a folder")
+    texts = {}
+    for n in _NAMES:
+        f = folder / f"{n}.txt"
+        if not f.is_file():
+            raise ValueError(f"prompt preset {name!r} lacks {f.name}")
+        texts[n] = f.read_text(encoding="utf-8")
+    for n, slots in (("instructions", 1), ("object_summary", 1), ("position_summary", 1), ("final", 3)):
+        if texts[n].count("{}") != slots:
+            raise ValueError(f"prompt {name}/{n}.txt must contain {{}} exactly {slots} time(s)")
+    return PromptSet(name=name, **texts)

@@ -1,0 +1,124 @@
+"""The result record: one per image, a full trace of how its caption came to be.
+
+One type travels from the pipeline to every sink, exporter, evaluator and the report. Everything
+except ``timings`` is a pure function of the inputs and settings, so two runs give byte-identical
+records once ``timings`` is set aside (see ``CaptionResult.stable_json``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["ok", "failed", "filtered"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenDetail(_Record):
+    """One scored token (stored only when the run asks for token-level traces)."""
+
+    text: str
+    start: int
+    end: int
+    delta: float
+    content: bool
+
+
+class ScoredSentence(_Record):
+    """A sentence of a rated text; ``start``/``end`` are character offsets into that text."""
+
+    text: str
+    start: int
+    end: int
+    score: float | None  # None: the sentence has no content word to score
+    kept: bool
+    tokens: list[TokenDetail] | None = None
+
+
+class Question(_Record):
+    object: str
+    kind: Literal["object", "position"]
+    instruction: str
+    answer: str | None = None
+    answer_sentences: list[ScoredSentence] = Field(default_factory=list)
+    answer_fallback: bool = False
+    kept: bool = False
+
+
+class Summaries(_Record):
+    objects: str | None = None
+    positions: str | None = None
+
+
+class StageUsage(_Record):
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, prompt_tokens: int, completion_tokens: int = 0) -> None:
+        self.calls += 1
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+
+
+class Fingerprint(_Record):
+    """What produced a record: models, prompts, thresholds, tagger, version.
+
+    ``id`` is a short hash of everything else; a run refuses to append records with another id to
+    an existing output unless told to.
+    """
+
+    id: str
+    scalecap_version: str
+    models: dict[str, dict[str, Any]]
+    prompt_preset: str
+    prompt_hash: str
+    score_mode: str
+    tau: float
+    budget: int | None
+    tagger: str
+    settings: dict[str, Any]
+
+
+class CaptionResult(_Record):
+    id: str
+    source: str
+    status: Status
+    error: str | None = None
+    error_kind: str | None = None
+    first_caption: str | None = None
+    sentences: list[ScoredSentence] = Field(default_factory=list)
+    caption_fallback: bool = False  # no sentence survived rating: the whole first caption was used
+    questions: list[Question] = Field(default_factory=list)
+    summaries: Summaries = Field(default_factory=Summaries)
+    final_caption: str | None = None
+    usage: dict[str, StageUsage] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+    fingerprint: Fingerprint | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def golden_sentences(self) -> list[str]:
+        return [s.text for s in self.sentences if s.kept]
+
+    def to_json(self) -> str:
+        """One JSONL line (no newline); keys in declaration order, so output is stable."""
+        return self.model_dump_json()
+
+    def stable_json(self) -> str:
+        """The record without timings: byte-identical between two runs of the same inputs."""
+        return json.dumps(self.model_dump(mode="json", exclude={"timings"}), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, line: str) -> "CaptionResult":
+        return cls.model_validate_json(line)
