@@ -99,7 +99,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         # 16/32-bit greyscale: scale to 8 bits by the actual range rather than clipping to white.
         lo, hi = img.getextrema()
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        img = img.point(lambda v: (v - lo) * scale).convert("L")
+        img = img.point(lambda v: (v - lo) * scale + 0.5).convert("L")
     if img.mode == "P":
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

@@ -75,8 +75,9 @@ class SpacyTagger:
         try:
             import spacy
         except ImportError as exc:
-            raise ValueError(f"spaCy is not installed, so model {model_name!r} cannot load; "
-                             f"{_INSTALL_HINT}") from exc
+            raise ValueError(
+                f"spaCy is not installed, so model {model_name!r} cannot load; {_INSTALL_HINT}"
+            ) from exc
         try:
             nlp = spacy.load(model_name, exclude=list(self._EXCLUDE))
             if not _sets_pos(nlp):
@@ -91,7 +92,8 @@ class SpacyTagger:
         self._nlp = nlp
         self._batch_size = batch_size
         meta = nlp.meta
-        self.name = f"spacy:{meta.get('lang', 'xx')}_{meta.get('name', model_name)}@{meta.get('version', '?')}"
+        package = f"{meta.get('lang', 'xx')}_{meta.get('name', model_name)}"
+        self.name = f"spacy:{package}@{meta.get('version', '?')}"
 
     def content_spans(self, text: str) -> list[tuple[int, int]]:
         return _doc_spans(self._nlp(text))
@@ -185,7 +187,7 @@ def load_tagger(spec: str = "auto") -> ContentTagger:
             reason = f"no spaCy English pipeline is installed (looked for {', '.join(AUTO_MODELS)})"
         else:
             try:
-                return SpacyTagger(model)
+                return load_tagger(f"spacy:{model}")
             except ValueError as exc:
                 reason = f"spaCy model {model!r} failed to load ({exc})"
         if spec == "spacy":
@@ -196,6 +198,8 @@ def load_tagger(spec: str = "auto") -> ContentTagger:
             stacklevel=2,
         )
         return LexiconTagger()
+    if not spec.startswith("spacy:"):
+        return load_tagger(f"spacy:{spec}")  # one cached pipeline per model, however named
     return SpacyTagger(spec.removeprefix("spacy:"))
 
 

@@ -31,7 +31,8 @@ MAX_NAME_CHARS = 80
 _PHRASE = re.compile(r"describe\s+more\s+details?\s+about\s+", re.IGNORECASE)
 _STOP = re.compile(r"^[\W_]*sentence\s*:", re.IGNORECASE | re.MULTILINE)
 _LINE_PREFIX = re.compile(
-    r"^(?:\s+|[-*•+‣◦▪>]|\d{1,3}[.)]|\(\d{1,3}\)|[`*_\"“‘']+|instructions?\s*:)", re.IGNORECASE
+    r"^(?:\s+|[-*•+‣◦▪>]|\d{1,3}[.)]|\(\d{1,3}\)|[`*_\"“‘']+|instructions?\s*:)",
+    re.IGNORECASE,
 )
 _ARTICLE = re.compile(r"^(?:the|a|an)\s+(?=\S)", re.IGNORECASE)
 _POSITION = re.compile(r"^position\s+of\s+(?:the\s+|a\s+|an\s+)?(?=\S)", re.IGNORECASE)
@@ -92,7 +93,9 @@ def plan_objects(per_sentence: list[list[str]], budget: int | None) -> list[str]
     return planned
 
 
-def instruction_regex(max_lines: int = 8, max_words: int = 6, max_word_chars: int | None = None) -> str:
+def instruction_regex(
+    max_lines: int = 8, max_words: int = 6, max_word_chars: int | None = None
+) -> str:
     """A decoding constraint that only admits ``max_lines`` parseable object instructions.
 
     Kept to the regex subset that ``re``, xgrammar, outlines and llguidance agree on (literals,
@@ -105,7 +108,9 @@ def instruction_regex(max_lines: int = 8, max_words: int = 6, max_word_chars: in
     if max_word_chars is None:
         max_word_chars = max(1, min(20, (MAX_NAME_CHARS + 1) // max_words - 1))
     if max_words * (max_word_chars + 1) - 1 > MAX_NAME_CHARS:
-        raise ValueError(f"{max_words} words of {max_word_chars} chars exceed {MAX_NAME_CHARS} chars")
+        raise ValueError(
+            f"{max_words} words of {max_word_chars} chars can exceed {MAX_NAME_CHARS} chars"
+        )
     letters = "A-Za-z0-9À-ÖØ-öø-ÿ"
     word = f"[{letters}][{letters}'-]{{0,{max_word_chars - 1}}}"
     name = f"{word}( {word}){{0,{max_words - 1}}}"
@@ -124,11 +129,11 @@ def _strip_line_markup(line: str) -> str:
 
 
 def _clean_name(piece: str) -> str:
-    name = _trim_end(piece.replace("**", "").replace("__", "").strip())
+    name = piece.replace("**", "").replace("__", "").strip().lstrip("*_` ")
+    name = _trim_end(_ARTICLE.sub("", name))
     if _ACRONYM_TAIL.search(name) and _terminated(piece):
         name += "."  # "the U.S." keeps its final period
-    name = _unquote(name.lstrip("*_` "))
-    name = _ARTICLE.sub("", name)
+    name = _ARTICLE.sub("", _unquote(name))
     name = _POSITION.sub("", name)  # the position template echoed back
     name = _unquote(_ARTICLE.sub("", name)).strip()
     if (
@@ -161,7 +166,7 @@ def _unbalanced(text: str) -> bool:
 
 
 def _unquote(text: str) -> str:
-    """Drop one pair of quotes around the whole text, but not quotes inside a name."""
+    """Drop quotes around the whole text, but not quotes that belong to a name inside it."""
     while len(text) >= 2 and _QUOTE_PAIRS.get(text[0]) == text[-1] and text[-1] not in text[1:-1]:
         text = text[1:-1].strip()
     return text

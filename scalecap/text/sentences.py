@@ -1,9 +1,9 @@
 """Sentence splitting on the text itself, with character offsets.
 
-The reference code split captions on single decoded tokens, so it missed ``.\\n``, ``."`` and ``).``,
-dropped unterminated trailing text and broke numbered lists (METHOD.md section 7). Rating maps
-sentences to token spans through character offsets, so this splitter works on characters only and
-guarantees a partition: every non-space character of the input lies in exactly one sentence.
+The reference code split captions on single decoded tokens, so it missed ``.\\n``, ``."`` and
+``).``, dropped unterminated trailing text and broke numbered lists (METHOD.md section 7). Rating
+maps sentences to token spans through character offsets, so this splitter works on characters only
+and guarantees a partition: every non-space character of the input lies in exactly one sentence.
 
 The splitter is rule-based on purpose: captions are LLM markdown (bullets, headers, numbered steps,
 LaTeX blocks), which statistical sentence splitters handle poorly, and a model dependency here would
@@ -49,7 +49,8 @@ _OPENERS = "\"'“‘«([*_`"
 
 # Lines that always open a new sentence: bullets, numbered/lettered items, headers, quotes, tables.
 _STRUCTURAL = re.compile(
-    r"\s*(?:[-*+•‣◦▪]\s|\d{1,3}[.)](?:\s|$)|[A-Za-z][.)]\s|\(\d{1,3}\)\s|#{1,6}(?:\s|$)|>|\|)"
+    r"\s*(?:[-*+•‣◦▪]\s|\d{1,3}[.)](?:\s|$)|[A-Za-z][.)]\s|\(\d{1,3}\)\s"
+    r"|#{1,6}(?:\s|$)|>|\|)"
 )
 _HEADER = re.compile(r"\s*(?:#{1,6}(?:\s.*)?|(?:\*\*|__)[^*_\n]+(?:\*\*|__)\s*:?)\s*$")
 # A sentence consisting only of this is a list marker, so its period is not a sentence end.
@@ -116,10 +117,12 @@ def _paragraphs(text: str) -> list[tuple[int, int]]:
 
 
 def _paragraph_cuts(text: str, start: int, end: int) -> list[int]:
-    protected = [(m.start() + start, m.end() + start) for m in _PROTECTED.finditer(text[start:end])]
+    spans = [(m.start() + start, m.end() + start) for m in _PROTECTED.finditer(text[start:end])]
+    span_starts = [a for a, _ in spans]
 
     def is_protected(pos: int) -> bool:
-        return any(a < pos < b for a, b in protected)
+        index = bisect.bisect_left(span_starts, pos) - 1
+        return index >= 0 and pos < spans[index][1]
 
     lines = _lines(text, start, end)
     cuts = [
@@ -159,14 +162,22 @@ def _ends_sentence(text: str, sentence_start: int, at: int, punct: str, followin
         return False
     if punct.rstrip(_CLOSERS) != ".":
         return True
-    if punct == "." and _LIST_MARKER.fullmatch(text[sentence_start:at].strip()):
-        return False
+    if punct == "." and at - sentence_start < 16:
+        if _LIST_MARKER.fullmatch(text[sentence_start:at].strip()):
+            return False
     word_start = at
     while word_start > sentence_start and not text[word_start - 1].isspace():
         word_start -= 1
     word = text[word_start:at].lstrip(_OPENERS)
     if word in _ABBREVIATIONS:
         return False
-    if word.isdigit() and len(word) <= 3 and text[sentence_start:word_start].rstrip().endswith(":"):
+    if word.isdigit() and len(word) <= 3 and _previous_char(text, sentence_start, word_start) == ":":
         return False  # an inline list: "Steps: 1. Preheat."
     return not (word in _NUMBERING and (following.isdigit() or following == "#"))
+
+
+def _previous_char(text: str, floor: int, at: int) -> str:
+    """The last non-space character of ``text[floor:at]``, or ""."""
+    while at > floor and text[at - 1].isspace():
+        at -= 1
+    return text[at - 1] if at > floor else ""

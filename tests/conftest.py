@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny random-initialised models with real architectures, built once per machine.
+
+The models are built offline by ``scalecap.testing.tiny_models`` into a cache folder
+(``$SCALECAP_TEST_MODELS``, default ``.cache/test-models`` in the repository) and reused by later
+runs; building all of them takes about ten seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _models_root() -> Path:
+    return Path(os.environ.get("SCALECAP_TEST_MODELS", ROOT / ".cache" / "test-models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, Path]:
+    """kind -> folder for tiny-qwen2vl (VLM), tiny-qwen2 (text LLM), tiny-llava (VLM)."""
+    from scalecap.testing.tiny_models import build_tiny_models
+
+    import torch
+
+    torch.set_num_threads(2)
+    return build_tiny_models(_models_root(), ("qwen2vl", "qwen2", "llava"))
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> dict[str, Path]:
+    """Real photographs shipped inside the scikit-image wheel, as files on disk."""
+    skimage_data = pytest.importorskip("skimage.data")
+    folder = Path(skimage_data.__file__).parent
+    names = {"astronaut": "astronaut.png", "chelsea": "chelsea.png", "coffee": "coffee.png", "rocket": "rocket.jpg"}
+    return {k: folder / v for k, v in names.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_settings() -> dict:
+    """Small token limits so that random models (which rarely emit EOS) finish quickly."""
+    return dict(max_tokens_caption=48, max_tokens_instructions=40, max_tokens_answer=32, max_tokens_summary=48)
