@@ -1,0 +1,96 @@
+"""The command line as a user runs it: bad files, exit codes, resume, tiny-models, demo."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from scalecap.cli import app
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+def save(img, path, **kw):
+    img.save(path, **kw)
+    return path
+
+
+@pytest.fixture()
+def messy_folder(tmp_path, sample_images):
+    d = tmp_path / "images dir ünï"
+    d.mkdir()
+    (d / "good photo.png").write_bytes(sample_images["chelsea"].read_bytes())
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "notes.jpg").write_text("not an image at all\n")
+    jpeg = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(jpeg, "JPEG")
+    (d / "truncated.jpg").write_bytes(jpeg.getvalue()[:300])
+    save(Image.new("CMYK", (80, 60), (0, 120, 255, 0)), d / "cmyk.jpg")
+    save(Image.fromarray((np.arange(4800, dtype=np.uint16).reshape(60, 80) * 13)), d / "grey16.png")
+    pal = Image.new("P", (80, 60))
+    pal.putpalette([0, 128, 0] * 256)
+    save(pal, d / "palette_alpha.png", transparency=0)
+    frames = [Image.new("RGB", (64, 64), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(d / "animated.gif", save_all=True, append_images=frames[1:], duration=40, loop=0)
+    save(Image.new("L", (9000, 9000)), d / "bomb.png")  # 81 Mpx > the 64 Mpx default limit
+    return d
+
+
+def caption_args(tiny_models, tiny_settings, *extra):
+    vlm = str(tiny_models["qwen2vl"])
+    sets = [a for k, v in tiny_settings.items() for a in ("--set", f"{k}={v}")]
+    return ["caption", "--captioner", vlm, "--scorer", vlm, "--writer", str(tiny_models["qwen2"]),
+            "--budget", "1", "--concurrency", "4", *sets, *extra]
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_bad_files_become_records_and_the_exit_code_tells(messy_folder, tmp_path, tiny_models, tiny_settings):
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(app, caption_args(tiny_models, tiny_settings, str(messy_folder), "-o", str(out)))
+    assert res.exit_code == 1, res.output
+    records = {r["id"]: r for r in read(out)}
+    assert len(records) == 9
+    ok = {i for i, r in records.items() if r["status"] == "ok"}
+    assert ok == {"good photo.png", "cmyk.jpg", "grey16.png", "palette_alpha.png", "animated.gif"}
+    kinds = {i: r["error_kind"] for i, r in records.items() if r["status"] == "failed"}
+    assert kinds == {"empty.jpg": "empty_file", "notes.jpg": "not_an_image", "truncated.jpg": "corrupt",
+                     "bomb.png": "too_large"}
+    assert any("first frame" in n for n in records["animated.gif"]["notes"])
+
+
+def test_resume_skips_done_ids_and_repairs_a_torn_line(tmp_path, sample_images, tiny_models, tiny_settings):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("astronaut", "coffee"):
+        (folder / sample_images[name].name).write_bytes(sample_images[name].read_bytes())
+    out = tmp_path / "out.jsonl"
+    assert runner.invoke(app, caption_args(tiny_models, tiny_settings, str(folder), "-o", str(out))).exit_code == 0
+    first = read(out)
+    assert len(first) == 2
+    with out.open("a") as f:
+        f.write('{"id": "torn-by-a-crash", "sta')  # a crash mid-write leaves a partial line
+    (folder / sample_images["rocket"].name).write_bytes(sample_images["rocket"].read_bytes())
+    res = runner.invoke(app, caption_args(tiny_models, tiny_settings, str(folder), "-o", str(out)))
+    assert res.exit_code == 0, res.output
+    records = read(out)
+    assert [r["id"] for r in records[:2]] == [r["id"] for r in first]
+    assert sorted(r["id"] for r in records) == ["astronaut.png", "coffee.png", "rocket.jpg"]
+
+
+def test_missing_role_is_a_clear_error(tmp_path):
+    res = runner.invoke(app, ["caption", str(tmp_path), "-o", str(tmp_path / "o.jsonl")])
+    assert res.exit_code == 2 and "no model for" in res.output
+
+
+def test_tiny_models_command_builds_loadable_folders(tmp_path):
+    res = runner.invoke(app, ["tiny-models", str(tmp_path / "m"), "--kinds", "qwen2"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "m" / "tiny-qwen2" / "model.safetensors").is_file()
+    assert runner.invoke(app, ["tiny-models", str(tmp_path / "m"), "--kinds", "nope"]).exit_code == 2
