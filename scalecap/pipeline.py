@@ -15,8 +15,9 @@ shards or clusters: ``Engine`` keeps many images in flight, ``scalecap.io`` read
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,12 +63,15 @@ class ScaleCap:
 
     def __init__(self, model: Any = None, *, captioner: Any = None, scorer: Any = None, writer: Any = None,
                  settings: Settings | None = None, **overrides: Any) -> None:
-        self.settings = (settings or Settings()).model_copy(update=overrides) if overrides else (settings or Settings())
-        Settings.model_validate(self.settings.model_dump())  # validate overrides
+        base = settings or Settings()
+        self.settings = Settings.model_validate({**base.model_dump(), **overrides}) if overrides else base
         self.backends = _bind_roles(model, captioner=captioner, scorer=scorer, writer=writer)
         self.captioner, self.scorer, self.writer = (self.backends[r] for r in ("captioner", "scorer", "writer"))
         self.prompts: PromptSet = load_preset(self.settings.preset)
         self.tagger = load_tagger(self.settings.tagger)
+        # POS tagging runs beside the scoring passes, on one thread of its own (taggers are not
+        # guaranteed thread-safe, and the event loop must not stall on them).
+        self._tagging = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scalecap-tagger")
         self._check_roles()
         self.constrained = bool(self.settings.constrain_instructions and self.writer.capabilities.can_constrain)
         self.fingerprint = self._make_fingerprint()
@@ -112,6 +116,7 @@ class ScaleCap:
         return result
 
     async def aclose(self) -> None:
+        self._tagging.shutdown(wait=False)
         for backend in {id(b): b for b in self.backends.values()}.values():
             await backend.aclose()
 
@@ -167,12 +172,14 @@ class ScaleCap:
 
     async def _rate(self, trace: _Trace, stage: str, question: str, text: str, image: ImageRef) -> RatedText:
         prompt = ChatPrompt(user=question, system=self.prompts.system, image=image)
-        with_image, without_image = await asyncio.gather(
-            self.scorer.score(prompt, text), self.scorer.score(prompt.without_image(), text))
+        loop = asyncio.get_running_loop()
+        with_image, without_image, content = await asyncio.gather(
+            self.scorer.score(prompt, text), self.scorer.score(prompt.without_image(), text),
+            loop.run_in_executor(self._tagging, self.tagger.content_spans, text))
         trace.usage[stage].add(with_image.prompt_tokens)
         trace.usage[stage].add(without_image.prompt_tokens)
-        return rate_text(text, with_image, without_image, self.tagger.content_spans(text),
-                         self.settings.score_mode, self.settings.effective_tau, self.settings.store_tokens)
+        return rate_text(text, with_image, without_image, content, self.settings.score_mode,
+                         self.settings.effective_tau, self.settings.store_tokens)
 
     async def _plan_objects(self, trace: _Trace, golden: list[str]) -> list[tuple[str, int]]:
         """Objects to ask about with the golden sentence each was first seen in, in METHOD order."""
@@ -317,9 +324,10 @@ def _as_item(image: ImageLike, id: str | None) -> ImageItem:
 
 
 def _chunk_lines(lines: list[str], budget: int, count) -> list[list[str]]:
+    """Group lines into chunks of at most ``budget`` tokens; a line longer than that is cut in pieces."""
     chunks: list[list[str]] = [[]]
     used = 0
-    for line in lines:
+    for line in _split_long(lines, budget, count):
         n = count(line) + 1
         if chunks[-1] and used + n > budget:
             chunks.append([])
@@ -327,6 +335,17 @@ def _chunk_lines(lines: list[str], budget: int, count) -> list[list[str]]:
         chunks[-1].append(line)
         used += n
     return chunks
+
+
+def _split_long(lines: list[str], budget: int, count) -> Iterator[str]:
+    for line in lines:
+        n = count(line)
+        if n <= budget:
+            yield line
+            continue
+        step = max(1, int(len(line) * budget / n * 0.9))  # characters per piece, by the line's token density
+        for i in range(0, len(line), step):
+            yield line[i:i + step]
 
 
 def _name(backend: Backend) -> str:
