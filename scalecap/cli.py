@@ -80,7 +80,7 @@ def caption(
     """Caption images with ScaleCap and write one JSON record per image."""
     from .config import Settings
     from .pipeline import ScaleCap
-    from .run import CaptionJob, run_job
+    from .run import CaptionJob
 
     roles, file_settings = build_roles(model, captioner, scorer, writer, api_base, api_key_env, config)
     given = {"budget": budget, "tau": tau, "score_mode": score_mode, "preset": preset, "tagger": tagger,

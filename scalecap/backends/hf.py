@@ -13,6 +13,7 @@ image into pixels for every request about it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
@@ -115,7 +116,9 @@ class HFBackend:
         self._check_image(prompt)
         if params.regex and not self._capabilities.can_constrain:
             raise CapabilityError("constrained decoding needs xgrammar: pip install xgrammar")
-        key = ("gen", prompt.image is not None, params)
+        # Requests that differ only in max_tokens share a batch (a first caption beside answers);
+        # each row is cut at its own limit. Greedy rows do not depend on their batch-mates' limits.
+        key = ("gen", prompt.image is not None, dataclasses.replace(params, max_tokens=0))
         return await self._batcher.submit(key, _GenJob(prompt, params))
 
     async def score(self, prompt: ChatPrompt, text: str) -> TokenScores:
@@ -161,7 +164,8 @@ class HFBackend:
         prompts = [self._chat_text(j.prompt) for j in jobs]
         images = [j.prompt.image.pil for j in jobs if j.prompt.image is not None]
         enc = self._encode(prompts, images).to(self.device)
-        kw: dict[str, Any] = {"max_new_tokens": params.max_tokens, "do_sample": params.temperature > 0}
+        kw: dict[str, Any] = {"max_new_tokens": max(j.params.max_tokens for j in jobs),
+                              "do_sample": params.temperature > 0}
         if params.temperature > 0:
             torch.manual_seed(params.seed)
             kw["temperature"] = params.temperature
@@ -176,8 +180,8 @@ class HFBackend:
         new = out[:, enc["input_ids"].shape[1]:]
         eos = self._eos_ids()
         results = []
-        for i in range(len(jobs)):
-            row = new[i].tolist()
+        for i, job in enumerate(jobs):
+            row = new[i].tolist()[: job.params.max_tokens]
             n, finished = len(row), False
             for k, t in enumerate(row):
                 if t in eos:
