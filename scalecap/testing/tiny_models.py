@@ -23,7 +23,7 @@ from pathlib import Path
 #: Bump when what the builders produce changes, so cached folders are rebuilt.
 TINY_MODELS_VERSION = "1"
 
-KINDS = ("qwen2vl", "qwen25vl", "qwen2", "llava", "idefics3")
+KINDS = ("qwen2vl", "qwen25vl", "qwen3vl", "qwen2", "llava", "idefics3")
 DEFAULT_KINDS = ("qwen2vl", "qwen2", "llava")
 
 # The Qwen2 pre-tokenisation pattern (contractions, letters, single digits, punctuation runs, spaces).
@@ -143,7 +143,7 @@ def _generation_config(eos_ids: list[int], pad_id: int):
 
 def _build_qwen_vl(kind: str, tok):
     import torch
-    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor
+    from transformers import Qwen2VLImageProcessor
 
     ids = {t: tok.convert_tokens_to_ids(t) for t in _QWEN_SPECIAL}
     text = dict(_TEXT_DIMS, vocab_size=len(tok), rope_theta=1_000_000.0, rms_norm_eps=1e-6,
@@ -152,10 +152,20 @@ def _build_qwen_vl(kind: str, tok):
     common = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
                   vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
                   tie_word_embeddings=False)
+    patch = 14
     if kind == "qwen2vl":
         from transformers import Qwen2VLConfig as Config, Qwen2VLForConditionalGeneration as Model
         vision = dict(depth=2, embed_dim=64, hidden_size=128, num_heads=2, mlp_ratio=2, patch_size=14,
                       spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
+    elif kind == "qwen3vl":
+        from transformers import Qwen3VLConfig as Config, Qwen3VLForConditionalGeneration as Model
+        patch = 16
+        text = dict(text, head_dim=64, rope_scaling=None,
+                    rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
+                                     "mrope_section": [12, 10, 10], "mrope_interleaved": True})
+        vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=16, out_hidden_size=128,
+                      spatial_merge_size=2, temporal_patch_size=2, in_channels=3, num_position_embeddings=576,
+                      deepstack_visual_indexes=[1])
     else:
         from transformers import Qwen2_5_VLConfig as Config, Qwen2_5_VLForConditionalGeneration as Model
         vision = dict(depth=2, hidden_size=64, out_hidden_size=128, intermediate_size=128, num_heads=2,
@@ -164,19 +174,22 @@ def _build_qwen_vl(kind: str, tok):
     torch.manual_seed(0)
     model = Model(Config(text_config=text, vision_config=vision, **common)).eval()
     model.generation_config = _generation_config([ids["<|im_end|>"], ids["<|endoftext|>"]], ids["<|endoftext|>"])
-    image_processor = Qwen2VLImageProcessor(min_pixels=_MIN_PIXELS, max_pixels=_MAX_PIXELS, patch_size=14,
+    image_processor = Qwen2VLImageProcessor(min_pixels=_MIN_PIXELS, max_pixels=_MAX_PIXELS, patch_size=patch,
                                             temporal_patch_size=2, merge_size=2)
-    kwargs = {}
     try:  # the video processor exists only where torchvision imports; images do not need it
-        from transformers import Qwen2VLVideoProcessor
-
-        kwargs["video_processor"] = Qwen2VLVideoProcessor(min_pixels=_MIN_PIXELS, max_pixels=_MAX_PIXELS)
+        if kind == "qwen3vl":
+            from transformers import Qwen3VLProcessor as Processor, Qwen3VLVideoProcessor
+            video = Qwen3VLVideoProcessor(size={"shortest_edge": _MIN_PIXELS, "longest_edge": _MAX_PIXELS},
+                                          patch_size=patch)
+        else:
+            from transformers import Qwen2VLProcessor as Processor, Qwen2VLVideoProcessor
+            video = Qwen2VLVideoProcessor(min_pixels=_MIN_PIXELS, max_pixels=_MAX_PIXELS)
     except (ImportError, AttributeError):
         raise RuntimeError(
-            "building a Qwen2-VL processor with transformers >= 5 needs an importable torchvision "
+            "building a Qwen-VL processor with transformers >= 5 needs an importable torchvision "
             "(see scripts/patch_torchvision_cpu.sh for CPU-only machines)") from None
-    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tok,
-                                 chat_template=_QWEN_VL_TEMPLATE, **kwargs)
+    processor = Processor(image_processor=image_processor, tokenizer=tok, video_processor=video,
+                          chat_template=_QWEN_VL_TEMPLATE)
     return model, processor
 
 
@@ -231,7 +244,7 @@ def _build_idefics3():
     vision = Idefics3VisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                   num_attention_heads=2, image_size=112, patch_size=14)
     text = LlamaConfig(**_TEXT_DIMS, vocab_size=len(tok), bos_token_id=pad, eos_token_id=eos, pad_token_id=pad)
-    cfg = Idefics3Config(vision_config=vision, text_config=text, scale_factor=2,
+    cfg = Idefics3Config(vision_config=vision, text_config=text, scale_factor=2, pad_token_id=pad,
                          image_token_id=tok.convert_tokens_to_ids("<image>"), tie_word_embeddings=False)
     torch.manual_seed(0)
     model = Idefics3ForConditionalGeneration(cfg).eval()
@@ -247,7 +260,7 @@ def build_tiny_model(kind: str, out_dir: str | os.PathLike[str], vocab_pad_to: i
     if kind not in KINDS:
         raise ValueError(f"unknown tiny model kind {kind!r}; choose from {', '.join(KINDS)}")
     out = Path(out_dir)
-    if kind in ("qwen2vl", "qwen25vl"):
+    if kind in ("qwen2vl", "qwen25vl", "qwen3vl"):
         model, processor = _build_qwen_vl(kind, build_tokenizer(_QWEN_VL_TEMPLATE, pad_to=vocab_pad_to))
     elif kind == "qwen2":
         model, processor = _build_qwen2_text(build_tokenizer(_QWEN_TEXT_TEMPLATE, pad_to=vocab_pad_to))
