@@ -1,0 +1,569 @@
+"""``scalecap eval``: the command line of the evaluation metrics (a thin layer over the modules).
+
+Every command writes a JSON result (numbers + provenance) and, where there are items, a JSONL of
+per-item records next to it, and prints a table. Bad inputs end with exit code 2 and one line
+saying what is wrong; nothing here prints a traceback for a user error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from .common import EvalInputError, pct, write_json, write_jsonl
+
+app = typer.Typer(help="Measure caption quality: caption-only VQA (Prism), CHAIR, CAPTURE, CaptionQA, and comparisons.",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _friendly(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EvalInputError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            err_console.print(f"[red]error:[/red] {exc.strerror or exc}: {exc.filename}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+# ----------------------------------------------------------------------------- shared options
+
+CaptionsArg = typer.Argument(..., help="Captions: scalecap results JSONL, {id: caption} JSON, or JSONL rows with an id and a caption.")
+FieldOpt = typer.Option("final_caption", "--field", help="Caption field: final_caption or first_caption (scalecap results), or a key of the rows.")
+OutOpt = typer.Option(None, "--output", "-o", help="Result JSON (default: <metric>-<captions name>.json).")
+ItemsOpt = typer.Option(None, "--items", help="Per-item JSONL (default: next to the result, .items.jsonl).")
+ApiBaseOpt = typer.Option(None, "--api-base", help="OpenAI-compatible server for the --*-model options (e.g. http://127.0.0.1:8000/v1).")
+ApiKeyOpt = typer.Option(None, "--api-key-env", help="Environment variable holding the server's API key.")
+PromptOpt = typer.Option(None, "--prompt", help="Override a prompt: NAME=FILE (names: system, prism_answer, extract_answer, judge_open, captionqa_answer, scene_graph).")
+
+
+def _prompt_overrides(specs: Optional[list[str]]) -> dict[str, str]:
+    out = {}
+    for s in specs or []:
+        if "=" not in s:
+            raise EvalInputError(f"--prompt {s!r}: expected NAME=FILE")
+        k, v = s.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _paths(out: Optional[Path], items: Optional[Path], metric: str, name: str) -> tuple[Path, Path]:
+    stem = Path(name).name
+    for suffix in (".jsonl", ".json"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    o = out or Path(f"{metric}-{stem}.json")
+    i = items or o.with_name(o.name[:-5] + ".items.jsonl" if o.name.endswith(".json") else o.name + ".items.jsonl")
+    return o, i
+
+
+def _argv() -> list[str]:
+    return list(sys.argv)
+
+
+def _progress(total: int, what: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=True, disable=not err_console.is_terminal)
+    task = prog.add_task(what, total=total)
+    return prog, (lambda _r: prog.advance(task))
+
+
+def _write(doc: dict[str, Any], rows: list[dict[str, Any]] | None, out: Path, items: Path | None) -> None:
+    write_json(out, doc)
+    if rows is not None and items is not None:
+        write_jsonl(items, rows)
+        doc_note = f"{out} (+ {items})"
+    else:
+        doc_note = str(out)
+    err_console.print(f"wrote {doc_note}", highlight=False)
+
+
+# ----------------------------------------------------------------------------- vqa / captionqa
+
+def _models(pool, *, answerer, answerer_config, answerer_model, extractor, extractor_config, extractor_model,
+            api_base, api_key_env, judge=None, judge_config=None, judge_model=None):
+    from .models import resolve_model
+
+    a_cfg = resolve_model("answerer", answerer, answerer_config, answerer_model, api_base, api_key_env)
+    if a_cfg is None:
+        raise EvalInputError("an answerer model is needed: --answerer MODEL (transformers), --answerer-model NAME "
+                             "with --api-base URL, or --answerer-config FILE.toml")
+    e_cfg = resolve_model("extractor", extractor, extractor_config, extractor_model, api_base, api_key_env)
+    j_cfg = resolve_model("judge", judge, judge_config, judge_model, api_base, api_key_env)
+    a = pool.get("answerer", a_cfg)
+    e = pool.get("extractor", e_cfg) if e_cfg is not None else None
+    j = pool.get("judge", j_cfg) if j_cfg is not None else None
+    return a, e, j
+
+
+@app.command("vqa")
+@_friendly
+def vqa_cmd(
+    captions: Path = CaptionsArg,
+    benchmark: Path = typer.Option(..., "--benchmark", "-b", help="Questions: VLMEvalKit TSV, JSONL, or MM-Vet JSON."),
+    field: str = FieldOpt,
+    answerer: Optional[str] = typer.Option(None, "--answerer", help="Answerer: hub id or local path (transformers)."),
+    answerer_config: Optional[Path] = typer.Option(None, "--answerer-config", help="Answerer ModelConfig TOML."),
+    answerer_model: Optional[str] = typer.Option(None, "--answerer-model", help="Answerer served at --api-base."),
+    extractor: Optional[str] = typer.Option(None, "--extractor", help="Option extractor (default: the answerer)."),
+    extractor_config: Optional[Path] = typer.Option(None, "--extractor-config"),
+    extractor_model: Optional[str] = typer.Option(None, "--extractor-model"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="Judge for open-ended answers (MM-Vet): hub id or path."),
+    judge_config: Optional[Path] = typer.Option(None, "--judge-config"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model"),
+    api_base: Optional[str] = ApiBaseOpt,
+    api_key_env: Optional[str] = ApiKeyOpt,
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Questions in flight."),
+    max_tokens: int = typer.Option(512, "--max-tokens", min=1, help="Answer length limit."),
+    extract_max_tokens: int = typer.Option(32, "--extract-max-tokens", min=1),
+    judge_max_tokens: int = typer.Option(16, "--judge-max-tokens", min=1),
+    judge_attempts: int = typer.Option(5, "--judge-attempts", min=1, help="Tries per item before it is ungraded."),
+    prompt: Optional[list[str]] = PromptOpt,
+    output: Optional[Path] = OutOpt,
+    items: Optional[Path] = ItemsOpt,
+) -> None:
+    """Caption-only VQA, Prism protocol: a text LLM answers each question from the caption alone."""
+    from .benchmarks import load_benchmark
+    from .captions import load_captions
+    from .models import BackendPool
+    from .runs import run_vqa
+    from .vqa import PrismVQA, VQASettings, load_prompts
+
+    bench = load_benchmark(benchmark).limit(limit)
+    caps = load_captions(captions, field)
+    prompts = load_prompts(_prompt_overrides(prompt))
+    settings = VQASettings(answer_max_tokens=max_tokens, extract_max_tokens=extract_max_tokens,
+                           judge_max_tokens=judge_max_tokens, judge_attempts=judge_attempts, concurrency=concurrency)
+    if any(it.kind == "open" for it in bench.items) and not (judge or judge_config or judge_model):
+        n = sum(1 for it in bench.items if it.kind == "open")
+        raise EvalInputError(f"{n} open-ended question(s) need a judge model: --judge MODEL, --judge-model NAME "
+                             "with --api-base, or --judge-config FILE.toml")
+    out, items_path = _paths(output, items, "vqa", caps.name)
+    needs_judge = any(it.kind == "open" for it in bench.items)
+
+    async def main():
+        pool = BackendPool()
+        try:
+            a, e, j = _models(pool, answerer=answerer, answerer_config=answerer_config, answerer_model=answerer_model,
+                              extractor=extractor, extractor_config=extractor_config, extractor_model=extractor_model,
+                              judge=judge if needs_judge else None, judge_config=judge_config if needs_judge else None,
+                              judge_model=judge_model if needs_judge else None, api_base=api_base, api_key_env=api_key_env)
+            engine = PrismVQA(a, extractor=e, judge=j, settings=settings, prompts=prompts)
+            prog, tick = _progress(len(bench.items), "vqa")
+            with prog:
+                return await run_vqa(caps, bench, engine, argv=_argv(), on_done=tick)
+        finally:
+            await pool.close()
+
+    doc, rows = asyncio.run(main())
+    _write(doc, rows, out, items_path)
+    _print_qa(doc)
+
+
+@app.command("captionqa")
+@_friendly
+def captionqa_cmd(
+    captions: Path = CaptionsArg,
+    benchmark: Path = typer.Option(..., "--benchmark", "-b", help="Multiple-choice questions: JSONL (id, image, question, options, answer, category) or TSV."),
+    field: str = FieldOpt,
+    answerer: Optional[str] = typer.Option(None, "--answerer", help="Answerer: hub id or local path (transformers)."),
+    answerer_config: Optional[Path] = typer.Option(None, "--answerer-config"),
+    answerer_model: Optional[str] = typer.Option(None, "--answerer-model"),
+    extractor: Optional[str] = typer.Option(None, "--extractor"),
+    extractor_config: Optional[Path] = typer.Option(None, "--extractor-config"),
+    extractor_model: Optional[str] = typer.Option(None, "--extractor-model"),
+    api_base: Optional[str] = ApiBaseOpt,
+    api_key_env: Optional[str] = ApiKeyOpt,
+    seed: int = typer.Option(0, "--seed", help="Seed of the option shuffle (recorded)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1),
+    concurrency: int = typer.Option(8, "--concurrency", min=1),
+    max_tokens: int = typer.Option(64, "--max-tokens", min=1, help="Answer length limit."),
+    extract_max_tokens: int = typer.Option(32, "--extract-max-tokens", min=1),
+    prompt: Optional[list[str]] = PromptOpt,
+    output: Optional[Path] = OutOpt,
+    items: Optional[Path] = ItemsOpt,
+) -> None:
+    """CaptionQA: multiple-choice QA from the caption; correct 1, wrong 0, "cannot answer" 1/n + 0.05."""
+    from .benchmarks import load_benchmark
+    from .captionqa import CaptionQA, CaptionQASettings, load_prompts
+    from .captions import load_captions
+    from .runs import run_captionqa
+
+    bench = load_benchmark(benchmark).limit(limit)
+    caps = load_captions(captions, field)
+    prompts = load_prompts(_prompt_overrides(prompt))
+    settings = CaptionQASettings(seed=seed, answer_max_tokens=max_tokens, extract_max_tokens=extract_max_tokens,
+                                 concurrency=concurrency)
+    out, items_path = _paths(output, items, "captionqa", caps.name)
+
+    async def main():
+        from .models import BackendPool
+
+        pool = BackendPool()
+        try:
+            a, e, _ = _models(pool, answerer=answerer, answerer_config=answerer_config, answerer_model=answerer_model,
+                              extractor=extractor, extractor_config=extractor_config, extractor_model=extractor_model,
+                              api_base=api_base, api_key_env=api_key_env)
+            engine = CaptionQA(a, extractor=e, settings=settings, prompts=prompts)
+            prog, tick = _progress(len(bench.items), "captionqa")
+            with prog:
+                return await run_captionqa(caps, bench, engine, argv=_argv(), on_done=tick)
+        finally:
+            await pool.close()
+
+    doc, rows = asyncio.run(main())
+    _write(doc, rows, out, items_path)
+    _print_qa(doc)
+
+
+def _print_qa(doc: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    s = doc["summary"]
+    key = "accuracy" if doc["metric"] == "vqa-prism" else "score"
+    t = Table(title=f"{doc['metric']} — {doc['name']}")
+    for c in ("category", "items", "evaluated", f"{key} %"):
+        t.add_column(c, justify="left" if c == "category" else "right")
+    if key == "accuracy":
+        t.add_column("graded-only %", justify="right")
+        t.add_column("ungraded", justify="right")
+
+    def row(name: str, b: dict[str, Any]) -> list[str]:
+        r = [name, str(b["items"]), str(b["evaluated"]), pct(b[key])]
+        if key == "accuracy":
+            r += [pct(b["accuracy_graded"]), str(b["ungraded"])]
+        return r
+
+    for c, b in s["per_category"].items():
+        t.add_row(*row(c, b))
+    t.add_row(*row("[bold]overall[/bold]", s["overall"]))
+    console.print(t)
+    o = s["overall"]
+    if o["missing_caption"]:
+        ids = s["missing"]["ids"]
+        console.print(f"[yellow]partial:[/yellow] {o['missing_caption']} question(s) had no caption: "
+                      f"{', '.join(ids[:10])}{' …' if len(ids) > 10 else ''}", highlight=False)
+    if o.get("ungraded"):
+        reasons: dict[str, int] = {}
+        for u in s["ungraded"]:
+            r = u["reason"].split(": ", 1)[-1][:40]
+            reasons[r] = reasons.get(r, 0) + 1
+        top = "; ".join(f"{k} ×{v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+        console.print(f"[yellow]ungraded:[/yellow] {o['ungraded']} answer(s) got no readable score from the judge "
+                      f"(counted 0 in {key}): {top}", highlight=False)
+    if o.get("errors"):
+        console.print(f"[red]errors:[/red] {o['errors']} item(s) failed (see the items file)", highlight=False)
+    if o.get("unextracted"):
+        console.print(f"unextracted: {o['unextracted']} answer(s) named no option (scored 0)", highlight=False)
+
+
+# ----------------------------------------------------------------------------- chair
+
+@app.command("chair")
+@_friendly
+def chair_cmd(
+    captions: Path = CaptionsArg,
+    annotations: list[Path] = typer.Option(..., "--annotations", "-a", help="COCO instances JSON and/or COCO captions JSON, or {image_id: [objects]} JSON/JSONL; repeat to merge."),
+    synonyms: Optional[Path] = typer.Option(None, "--synonyms", help="Synonym table (default: the bundled CHAIR COCO table)."),
+    field: str = FieldOpt,
+    details: bool = typer.Option(False, "--details", help="Also write per-image details (mentions, hallucinations, ground truth)."),
+    output: Optional[Path] = OutOpt,
+    items: Optional[Path] = ItemsOpt,
+) -> None:
+    """CHAIR_s, CHAIR_i, object recall and caption length on COCO images."""
+    from .captions import load_captions
+    from .chair import ChairVocabulary, load_ground_truth
+    from .runs import run_chair
+
+    vocab = ChairVocabulary(synonyms)
+    gt = load_ground_truth(list(annotations), vocab)
+    caps = load_captions(captions, field, numeric_ids=True)
+    doc, rows = run_chair(caps, gt, vocab, argv=_argv())
+    out, items_path = _paths(output, items, "chair", caps.name)
+    _write(doc, rows if details else None, out, items_path if details else None)
+    s = doc["summary"]
+    from rich.table import Table
+
+    t = Table(title=f"CHAIR — {doc['name']}")
+    for c in ("captions", "CHAIR_s %", "CHAIR_i %", "recall %", "words/caption", "mentions", "hallucinated"):
+        t.add_column(c, justify="right")
+    t.add_row(str(s["captions"]), pct(s["chair_s"]), pct(s["chair_i"]), pct(s["recall"]),
+              "-" if s["mean_length_words"] is None else f"{s['mean_length_words']:.1f}",
+              str(s["mentions"]), str(s["hallucinated_mentions"]))
+    console.print(t)
+    if doc["top_hallucinations"]:
+        console.print("most hallucinated: " + ", ".join(f"{c} ×{n}" for c, n in doc["top_hallucinations"]), highlight=False)
+    if s["unknown_ids"]["count"]:
+        console.print(f"[yellow]partial:[/yellow] {s['unknown_ids']['count']} caption id(s) match no annotated image: "
+                      f"{', '.join(s['unknown_ids']['ids'][:10])}", highlight=False)
+    if s["unusable_captions"]["count"]:
+        console.print(f"[yellow]partial:[/yellow] {s['unusable_captions']['count']} caption(s) unusable (failed or empty)", highlight=False)
+    if s["unmapped_annotation_names"]:
+        console.print(f"note: annotation names outside the vocabulary were ignored: {', '.join(list(s['unmapped_annotation_names'])[:10])}",
+                      highlight=False)
+
+
+# ----------------------------------------------------------------------------- capture
+
+def _capture_evaluator(pool, *, parser, parser_llm, parser_config, parser_model, api_base, api_key_env, embedder,
+                       wordnet, stop_words, soft_threshold, device, prompt_overrides, parser_max_tokens=256):
+    from . import capture as cap
+    from . import prompts as eval_prompts
+    from .models import resolve_model
+
+    prompts: dict[str, str] = {}
+    if parser and (parser_llm or parser_config or parser_model):
+        raise EvalInputError("capture: give either --parser (seq2seq checkpoint) or an LLM parser, not both")
+    if parser:
+        p = cap.Seq2SeqParser(parser, device=device, max_output_tokens=min(parser_max_tokens, 128))
+    else:
+        cfg = resolve_model("parser", parser_llm, parser_config, parser_model, api_base, api_key_env)
+        if cfg is None:
+            raise EvalInputError(
+                "capture needs a scene-graph parser: --parser PATH (a local seq2seq checkpoint; the official one is "
+                "FACTUAL's lizhuang144/flan-t5-base-VG-factual-sg), or an LLM writing the same tuples (NOT official): "
+                "--parser-llm MODEL, --parser-model NAME with --api-base, or --parser-config FILE.toml")
+        prompts = {"scene_graph": eval_prompts.load("scene_graph", prompt_overrides.get("scene_graph")),
+                   "system": eval_prompts.load("system", prompt_overrides.get("system"))}
+        p = cap.LLMParser(pool.get("parser", cfg), prompts["scene_graph"], prompts["system"] or None,
+                          max_tokens=parser_max_tokens)
+    if wordnet:
+        from .wordnet import WordNet
+
+        wn = WordNet(wordnet)
+        synonyms, lemmatizer = wn, cap.WordNetLemmatizer(wn)
+    else:
+        synonyms, lemmatizer = cap.TableSynonyms.coco(), cap.RuleLemmatizer()
+    emb = cap.load_embedder(embedder, device) if embedder else None
+    config = cap.CaptureConfig(parser=p, synonyms=synonyms, lemmatizer=lemmatizer, embedder=emb,
+                               stop_words=cap.load_stop_words(stop_words), stop_words_given=stop_words is not None,
+                               soft_threshold=soft_threshold, tagger=cap.NounTagger())
+    return cap.CaptureEvaluator(config), prompts
+
+
+@app.command("capture")
+@_friendly
+def capture_cmd(
+    captions: Path = CaptionsArg,
+    references: Path = typer.Option(..., "--references", "-r", help="References: {id: [ref, ...]} JSON or JSONL rows (id, references)."),
+    field: str = FieldOpt,
+    parser: Optional[Path] = typer.Option(None, "--parser", help="Local seq2seq scene-graph parser checkpoint (official: FACTUAL flan-t5-base-VG-factual-sg)."),
+    parser_llm: Optional[str] = typer.Option(None, "--parser-llm", help="LLM (hub id/path, transformers) prompted to write scene-graph tuples: NOT official."),
+    parser_config: Optional[Path] = typer.Option(None, "--parser-config", help="LLM parser ModelConfig TOML."),
+    parser_model: Optional[str] = typer.Option(None, "--parser-model", help="LLM parser served at --api-base."),
+    api_base: Optional[str] = ApiBaseOpt,
+    api_key_env: Optional[str] = ApiKeyOpt,
+    embedder: Optional[Path] = typer.Option(None, "--embedder", help="Local sentence-embedding model for the soft stage (official: all-mpnet-base-v2)."),
+    wordnet: Optional[Path] = typer.Option(None, "--wordnet", help="WordNet dict folder (index.noun, data.noun, ...) for synonyms and lemmas."),
+    stop_words: Optional[Path] = typer.Option(None, "--stop-words", help="Object stop words: one per line, or CAPTURE's stop_words.py."),
+    soft_threshold: Optional[float] = typer.Option(None, "--soft-threshold", help="Count soft similarities below this as 0 (NOT official)."),
+    device: str = typer.Option("cpu", "--device", help="Device of the parser and embedder."),
+    parser_max_tokens: int = typer.Option(256, "--parser-max-tokens", min=1, help="Length limit of one sentence's parse (seq2seq: at most 128, as FACTUAL)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1),
+    details: bool = typer.Option(False, "--details", help="Also write per-caption details (elements, graphs, matches)."),
+    prompt: Optional[list[str]] = PromptOpt,
+    output: Optional[Path] = OutOpt,
+    items: Optional[Path] = ItemsOpt,
+) -> None:
+    """CAPTURE: scene-graph objects, attributes and relations of caption vs references, matched in three stages."""
+    from .capture import load_references
+    from .captions import load_captions
+    from .runs import run_capture
+
+    refs = load_references(references)
+    caps = load_captions(captions, field)
+    out, items_path = _paths(output, items, "capture", caps.name)
+
+    async def main():
+        from .models import BackendPool
+
+        pool = BackendPool()
+        try:
+            ev, prompts = _capture_evaluator(
+                pool, parser=parser, parser_llm=parser_llm, parser_config=parser_config, parser_model=parser_model,
+                api_base=api_base, api_key_env=api_key_env, embedder=embedder, wordnet=wordnet, stop_words=stop_words,
+                soft_threshold=soft_threshold, device=device, prompt_overrides=_prompt_overrides(prompt),
+                parser_max_tokens=parser_max_tokens)
+            return await run_capture(caps, refs, ev, references, limit=limit, argv=_argv(), prompts=prompts)
+        finally:
+            await pool.close()
+
+    doc, rows = asyncio.run(main())
+    _write(doc, rows if details else None, out, items_path if details else None)
+    s = doc["summary"]
+    from rich.table import Table
+
+    t = Table(title=f"{doc['label']} — {doc['name']}")
+    for c in ("captions", "CAPTURE %", "P/R/F1 obj %", "P/R/F1 attr %", "P/R/F1 rel %"):
+        t.add_column(c, justify="right")
+    trip = lambda k: "/".join(pct(s[f"{k}_{x}"]) for x in ("precision", "recall", "f1"))  # noqa: E731
+    t.add_row(str(s["captions"]), pct(s["score"]), trip("object"), trip("attribute"), trip("relation"))
+    console.print(t)
+    if not doc["official"]:
+        console.print("[yellow]NOT the official CAPTURE metric:[/yellow]", highlight=False)
+        for d in doc["deviations"]:
+            console.print(f"  - {d}", highlight=False)
+    if s["unknown_ids"]["count"]:
+        console.print(f"[yellow]partial:[/yellow] {s['unknown_ids']['count']} caption id(s) have no references", highlight=False)
+
+
+# ----------------------------------------------------------------------------- compare
+
+@app.command("compare")
+@_friendly
+def compare_cmd(
+    inputs: list[Path] = typer.Argument(..., help="Caption files (with --metric) or result JSON files of one metric."),
+    metric: Optional[str] = typer.Option(None, "--metric", "-m", help="chair | vqa | captionqa | capture; omit to compare result files."),
+    names: Optional[str] = typer.Option(None, "--names", help="Comma-separated row names (default: file names)."),
+    fmt: str = typer.Option("md", "--format", help="md or csv, for --output."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the table here (Markdown or CSV)."),
+    save_results: Optional[Path] = typer.Option(None, "--save-results", help="Folder to keep each set's full result JSON."),
+    field: str = FieldOpt,
+    annotations: Optional[list[Path]] = typer.Option(None, "--annotations", "-a", help="chair: annotation files."),
+    synonyms: Optional[Path] = typer.Option(None, "--synonyms", help="chair: synonym table."),
+    benchmark: Optional[Path] = typer.Option(None, "--benchmark", "-b", help="vqa/captionqa: questions."),
+    references: Optional[Path] = typer.Option(None, "--references", "-r", help="capture: references."),
+    answerer: Optional[str] = typer.Option(None, "--answerer"),
+    answerer_config: Optional[Path] = typer.Option(None, "--answerer-config"),
+    answerer_model: Optional[str] = typer.Option(None, "--answerer-model"),
+    extractor: Optional[str] = typer.Option(None, "--extractor"),
+    extractor_config: Optional[Path] = typer.Option(None, "--extractor-config"),
+    extractor_model: Optional[str] = typer.Option(None, "--extractor-model"),
+    judge: Optional[str] = typer.Option(None, "--judge"),
+    judge_config: Optional[Path] = typer.Option(None, "--judge-config"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model"),
+    parser: Optional[Path] = typer.Option(None, "--parser"),
+    parser_llm: Optional[str] = typer.Option(None, "--parser-llm"),
+    parser_config: Optional[Path] = typer.Option(None, "--parser-config"),
+    parser_model: Optional[str] = typer.Option(None, "--parser-model"),
+    embedder: Optional[Path] = typer.Option(None, "--embedder"),
+    wordnet: Optional[Path] = typer.Option(None, "--wordnet"),
+    stop_words: Optional[Path] = typer.Option(None, "--stop-words"),
+    api_base: Optional[str] = ApiBaseOpt,
+    api_key_env: Optional[str] = ApiKeyOpt,
+    seed: int = typer.Option(0, "--seed", help="captionqa: shuffle seed."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1),
+    concurrency: int = typer.Option(8, "--concurrency", min=1),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="vqa/captionqa: answer length limit."),
+    judge_max_tokens: int = typer.Option(16, "--judge-max-tokens", min=1),
+    judge_attempts: int = typer.Option(5, "--judge-attempts", min=1),
+) -> None:
+    """The same metric on several caption sets (or saved results) side by side, with each row's item count."""
+    from . import compare as cmp
+    from .captions import load_captions
+
+    if fmt not in ("md", "csv"):
+        raise EvalInputError(f"--format must be md or csv, not {fmt!r}")
+    row_names = [n.strip() for n in names.split(",")] if names else None
+    if row_names is not None and len(row_names) != len(inputs):
+        raise EvalInputError(f"--names gives {len(row_names)} name(s) for {len(inputs)} input(s)")
+    docs: list[dict[str, Any]] = []
+    if metric is None:
+        docs = [cmp.load_result(p) for p in inputs]
+    else:
+        m = {"vqa": "vqa", "vqa-prism": "vqa", "chair": "chair", "captionqa": "captionqa", "capture": "capture"}.get(metric)
+        if m is None:
+            raise EvalInputError(f"--metric must be chair, vqa, captionqa or capture, not {metric!r}")
+        sets = [load_captions(p, field, numeric_ids=(m == "chair")) for p in inputs]
+        docs = asyncio.run(_compare_run(m, sets, locals()))
+    if row_names:
+        for d, n in zip(docs, row_names):
+            d["name"] = n
+    if save_results:
+        for d in docs:
+            write_json(save_results / f"{d['metric']}-{d['name']}.json", d)
+    t = cmp.table(docs)
+    console.print(cmp.to_rich(t, title=f"{docs[0]['metric']}: {len(docs)} caption set(s)"))
+    if docs[0]["metric"] == "capture" and not all(d.get("official") for d in docs):
+        console.print("[yellow]rows marked official=NO are not the official CAPTURE metric (see each result's deviations)[/yellow]")
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(cmp.to_markdown(t) if fmt == "md" else cmp.to_csv(t), encoding="utf-8")
+        err_console.print(f"wrote {output}", highlight=False)
+
+
+async def _compare_run(metric: str, sets: list, o: dict[str, Any]) -> list[dict[str, Any]]:
+    from . import runs
+    from .models import BackendPool
+
+    pool = BackendPool()
+    docs = []
+    try:
+        if metric == "chair":
+            from .chair import ChairVocabulary, load_ground_truth
+
+            if not o["annotations"]:
+                raise EvalInputError("compare --metric chair needs --annotations")
+            vocab = ChairVocabulary(o["synonyms"])
+            gt = load_ground_truth(list(o["annotations"]), vocab)
+            return [runs.run_chair(cs, gt, vocab, argv=_argv())[0] for cs in sets]
+        if metric in ("vqa", "captionqa"):
+            from .benchmarks import load_benchmark
+
+            if not o["benchmark"]:
+                raise EvalInputError(f"compare --metric {metric} needs --benchmark")
+            bench = load_benchmark(o["benchmark"]).limit(o["limit"])
+            kw = dict(answerer=o["answerer"], answerer_config=o["answerer_config"], answerer_model=o["answerer_model"],
+                      extractor=o["extractor"], extractor_config=o["extractor_config"], extractor_model=o["extractor_model"],
+                      api_base=o["api_base"], api_key_env=o["api_key_env"])
+            if metric == "vqa":
+                from .vqa import PrismVQA, VQASettings
+
+                if any(it.kind == "open" for it in bench.items) and not (o["judge"] or o["judge_config"] or o["judge_model"]):
+                    raise EvalInputError("open-ended questions need a judge model: --judge MODEL (or --judge-model/--judge-config)")
+                a, e, j = _models(pool, judge=o["judge"], judge_config=o["judge_config"], judge_model=o["judge_model"], **kw)
+                engine = PrismVQA(a, extractor=e, judge=j, settings=VQASettings(
+                    answer_max_tokens=o["max_tokens"] or 512, judge_max_tokens=o["judge_max_tokens"],
+                    judge_attempts=o["judge_attempts"], concurrency=o["concurrency"]))
+                for cs in sets:
+                    docs.append((await runs.run_vqa(cs, bench, engine, argv=_argv()))[0])
+            else:
+                from .captionqa import CaptionQA, CaptionQASettings
+
+                a, e, _ = _models(pool, **kw)
+                engine = CaptionQA(a, extractor=e, settings=CaptionQASettings(
+                    seed=o["seed"], answer_max_tokens=o["max_tokens"] or 64, concurrency=o["concurrency"]))
+                for cs in sets:
+                    docs.append((await runs.run_captionqa(cs, bench, engine, argv=_argv()))[0])
+            return docs
+        if metric == "capture":
+            from .capture import load_references
+
+            if not o["references"]:
+                raise EvalInputError("compare --metric capture needs --references")
+            refs = load_references(o["references"])
+            ev, prompts = _capture_evaluator(
+                pool, parser=o["parser"], parser_llm=o["parser_llm"], parser_config=o["parser_config"],
+                parser_model=o["parser_model"], api_base=o["api_base"], api_key_env=o["api_key_env"],
+                embedder=o["embedder"], wordnet=o["wordnet"], stop_words=o["stop_words"], soft_threshold=None,
+                device="cpu", prompt_overrides={})
+            for cs in sets:
+                docs.append((await runs.run_capture(cs, refs, ev, o["references"], limit=o["limit"], argv=_argv(),
+                                                    prompts=prompts))[0])
+            return docs
+    finally:
+        await pool.close()
+    raise EvalInputError(f"unknown metric {metric}")
+
+
+def main() -> None:  # pragma: no cover - `python -m scalecap.eval.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

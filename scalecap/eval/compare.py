@@ -1,0 +1,117 @@
+"""Several caption sets (or result files) side by side: one row per set, the metric's main numbers,
+and the number of items each row was computed on. Rendered as a rich table, Markdown or CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from .common import EvalInputError, read_json, require_file
+
+Table = tuple[list[str], list[list[Any]]]
+
+
+def load_result(path: str | Path) -> dict[str, Any]:
+    p = require_file(path, "result")
+    doc = read_json(p, "result")
+    if not isinstance(doc, dict) or "metric" not in doc or "summary" not in doc:
+        raise EvalInputError(f"result: {p} is not a scalecap eval result file (no 'metric'/'summary')")
+    doc.setdefault("name", p.stem)
+    return doc
+
+
+def is_result_file(path: str | Path) -> bool:
+    p = Path(path)
+    if p.suffix.lower() != ".json" or not p.is_file():
+        return False
+    try:
+        load_result(p)
+        return True
+    except EvalInputError:
+        return False
+
+
+def _p(x: Any) -> Any:
+    return None if x is None else round(100 * x, 2)
+
+
+def _r(x: Any, d: int = 2) -> Any:
+    return None if x is None else round(x, d)
+
+
+def table(docs: list[dict[str, Any]]) -> Table:
+    """Columns and rows for result documents of one metric (numbers in %, except lengths)."""
+    if not docs:
+        raise EvalInputError("compare: nothing to compare")
+    metrics = {d["metric"] for d in docs}
+    if len(metrics) != 1:
+        raise EvalInputError(f"compare: the results are of different metrics ({', '.join(sorted(metrics))})")
+    metric = metrics.pop()
+    if metric == "chair":
+        cols = ["captions", "n", "CHAIR_s %", "CHAIR_i %", "recall %", "words/caption", "unknown ids", "unusable"]
+        rows = [[d["name"], s["captions"], _p(s["chair_s"]), _p(s["chair_i"]), _p(s["recall"]),
+                 _r(s["mean_length_words"], 1), s["unknown_ids"]["count"], s["unusable_captions"]["count"]]
+                for d in docs for s in [d["summary"]]]
+        return cols, rows
+    if metric == "capture":
+        cols = ["captions", "n", "CAPTURE %", "F1 obj %", "F1 attr %", "F1 rel %", "unknown ids", "official"]
+        rows = [[d["name"], s["captions"], _p(s["score"]), _p(s["object_f1"]), _p(s["attribute_f1"]),
+                 _p(s["relation_f1"]), s["unknown_ids"]["count"], "yes" if d.get("official") else "NO"]
+                for d in docs for s in [d["summary"]]]
+        return cols, rows
+    if metric in ("vqa-prism", "captionqa"):
+        cats = sorted({c for d in docs for c in d["summary"]["per_category"]})
+        key = "accuracy" if metric == "vqa-prism" else "score"
+        head = ["captions", "n", f"{key} %"]
+        extra = ["graded-only %", "ungraded", "errors", "missing"] if metric == "vqa-prism" else ["errors", "missing"]
+        cols = head + [f"{c} %" for c in cats] + extra
+        rows = []
+        for d in docs:
+            s = d["summary"]
+            o = s["overall"]
+            row = [d["name"], o["evaluated"], _p(o[key])]
+            row += [_p(s["per_category"][c][key]) if c in s["per_category"] else None for c in cats]
+            if metric == "vqa-prism":
+                row += [_p(o["accuracy_graded"]), o["ungraded"], o["errors"], o["missing_caption"]]
+            else:
+                row += [o["errors"], o["missing_caption"]]
+            rows.append(row)
+        return cols, rows
+    raise EvalInputError(f"compare: unknown metric {metric!r}")
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def to_markdown(t: Table) -> str:
+    cols, rows = t
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(v).replace("|", "\\|") for v in r) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(t: Table) -> str:
+    cols, rows = t
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow(["" if v is None else v for v in r])
+    return buf.getvalue()
+
+
+def to_rich(t: Table, title: str | None = None):
+    from rich.table import Table as RichTable
+
+    cols, rows = t
+    rt = RichTable(title=title)
+    for i, c in enumerate(cols):
+        rt.add_column(c, justify="left" if i == 0 else "right")
+    for r in rows:
+        rt.add_row(*[_fmt(v) for v in r])
+    return rt
