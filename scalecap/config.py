@@ -50,7 +50,10 @@ class ModelConfig(BaseModel):
     max_concurrency: int = 32
     timeout: float = 300.0
     max_retries: int = 6
+    backoff_base: float = 0.5  # seconds; retry k waits about backoff_base * 2**k (jittered), capped
+    backoff_max: float = 20.0
     max_pixels: int | None = None
+    vision: bool | None = None  # None: ask the server (HTTP probe); True/False: skip the probe
     # vllm in-process
     vllm_kwargs: dict[str, Any] = Field(default_factory=dict)
 

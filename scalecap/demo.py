@@ -14,9 +14,10 @@ from rich.console import Console
 
 from .run import CaptionJob, run_job
 
-#: Small generation limits: random weights rarely emit an end-of-text token.
+#: Small generation limits: random weights rarely emit an end-of-text token. tau is 0 because random
+#: weights give probability differences of about 1e-4, which the default (0.1) would drop entirely.
 DEMO_SETTINGS = dict(max_tokens_caption=64, max_tokens_instructions=40, max_tokens_answer=32,
-                     max_tokens_summary=64, budget=3)
+                     max_tokens_summary=64, budget=3, tau=0.0)
 
 
 def sample_photos() -> list[Path]:
@@ -59,9 +60,9 @@ def run_demo(out: Path, concurrency: int, console: Console) -> int:
         if not (images / p.name).exists():
             shutil.copyfile(p, images / p.name)
     console.print(f"building (or reusing) tiny random models in {default_cache_dir()} ...")
-    models = build_tiny_models(default_cache_dir(), ("qwen2vl", "qwen2"))
-    sc = ScaleCap(captioner=str(models["qwen2vl"]), scorer=str(models["qwen2vl"]), writer=str(models["qwen2"]),
-                  **DEMO_SETTINGS)
+    models = build_tiny_models(default_cache_dir(), ("qwen2vl",))
+    # one model plays all three roles, METHOD.md's simple default (one Qwen2-VL on one GPU)
+    sc = ScaleCap(model=str(models["qwen2vl"]), **DEMO_SETTINGS)
     output = out / "captions.jsonl"
     summary = run_job(sc, CaptionJob(inputs=[str(images)], output=output, concurrency=concurrency, resume=False))
     console.print(f"\ncaptioned {summary.ok} of {summary.total} photos in {summary.seconds:.1f}s "
@@ -73,9 +74,14 @@ def run_demo(out: Path, concurrency: int, console: Console) -> int:
         kept = sum(s.kept for s in r.sentences)
         console.print(f"  {r.id}: {len(r.sentences)} sentences ({kept} kept), {len(r.questions)} questions, "
                       f"final caption {len(r.final_caption or '')} chars")
+    from .report.build import build_report
+
+    report = build_report(output, out / "report.html")
+    console.print(f"  audit report: {report.out}  (open it in a browser)")
     console.print(
         "\n[bold yellow]These models have random weights, so every caption is gibberish by design.[/] "
-        "The demo shows the mechanics: real model code, real log-probs, rating, questions, summaries.\n"
+        "The demo shows the mechanics: real model code, real log-probs, rating, questions, summaries\n"
+        f"(at tau={DEMO_SETTINGS['tau']}: random weights barely prefer anything; the default tau is 0.1).\n"
         "To caption with real models:\n"
         "  scalecap caption photos/ -o captions.jsonl --model Qwen/Qwen2.5-VL-7B-Instruct\n"
         "  scalecap caption photos/ -o captions.jsonl --model Qwen/Qwen2-VL-7B-Instruct --api-base http://127.0.0.1:8000/v1\n"

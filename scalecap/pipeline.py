@@ -157,6 +157,8 @@ class ScaleCap:
         # 6. Final caption from the golden sentences (basic context) and both summaries.
         with _timed(trace, "final"):
             result.final_caption = await self._integrate(trace, golden, c_o, c_p)
+        if not result.final_caption:
+            result.notes.append("the writer returned an empty final caption")
 
     # ------------------------------------------------------------------ stages
     async def _generate(self, backend: Backend, trace: _Trace, stage: str, user: str, image: ImageRef | None,
@@ -164,7 +166,9 @@ class ScaleCap:
         out = await backend.generate(ChatPrompt(user=user, system=self.prompts.system, image=image),
                                      GenerationParams(max_tokens=max_tokens, seed=self.settings.seed, **params))
         trace.usage[stage].add(out.prompt_tokens, out.completion_tokens)
-        return out.text
+        # Surrounding whitespace carries nothing, and a leading newline would merge with the chat
+        # template's own when a server re-tokenises the text for scoring.
+        return out.text.strip()
 
     async def _write(self, trace: _Trace, stage: str, user: str, max_tokens: int, **params: Any) -> str:
         return await self._generate(self.writer, trace, stage, user, None, max_tokens,
@@ -228,21 +232,21 @@ class ScaleCap:
 
     async def _summarise(self, trace: _Trace, stage: str, template: str, lines: list[str]) -> str:
         """One summary; if the input would overflow the writer's window, summarise it in chunks first."""
-        budget = self._input_budget(template)
+        budget = await self._input_budget(template)
         for _ in range(4):
-            if budget is None or self.writer.count_tokens("\n".join(lines)) <= budget:
+            if budget is None or await self._count("\n".join(lines)) <= budget:
                 break
-            chunks = _chunk_lines(lines, budget, self.writer.count_tokens)
+            chunks = await asyncio.to_thread(_chunk_lines, lines, budget, self.writer.count_tokens)
             lines = list(await asyncio.gather(*(self._write(trace, stage, template.replace("{}", "\n".join(c), 1),
                                                             self.settings.max_tokens_summary) for c in chunks)))
         return await self._write(trace, stage, template.replace("{}", "\n".join(lines), 1), self.settings.max_tokens_summary)
 
     async def _integrate(self, trace: _Trace, golden: list[str], c_o: str, c_p: str) -> str:
         context = "\n".join(golden)
-        budget = self._input_budget(self.prompts.final)
-        if budget is not None and self.writer.count_tokens(context + c_o + c_p) > budget:
+        budget = await self._input_budget(self.prompts.final)
+        if budget is not None and await self._count(context + c_o + c_p) > budget:
             # Guard the window: condense the two summaries to fit beside the basic context.
-            room = max(budget - self.writer.count_tokens(context), 64) // 2
+            room = max(budget - await self._count(context), 64) // 2
             c_o = await self._condense(trace, self.prompts.object_summary, c_o, room)
             c_p = await self._condense(trace, self.prompts.position_summary, c_p, room)
         head, mid, tail, rest = self.prompts.final.split("{}")
@@ -250,18 +254,23 @@ class ScaleCap:
                                  self.settings.max_tokens_summary)
 
     async def _condense(self, trace: _Trace, template: str, text: str, room: int) -> str:
-        if self.writer.count_tokens(text) <= room:
+        if await self._count(text) <= room:
             return text
-        chunks = _chunk_lines(text.splitlines() or [text], max(room, 64), self.writer.count_tokens)
+        chunks = await asyncio.to_thread(_chunk_lines, text.splitlines() or [text], max(room, 64),
+                                         self.writer.count_tokens)
         parts = await asyncio.gather(*(self._write(trace, "final", template.replace("{}", "\n".join(c), 1),
                                                    min(room, self.settings.max_tokens_summary)) for c in chunks))
         return "\n".join(parts)
 
-    def _input_budget(self, template: str) -> int | None:
+    async def _count(self, text: str) -> int:
+        # count_tokens may ask a server (HTTP backends): keep it off the event loop
+        return await asyncio.to_thread(self.writer.count_tokens, text)
+
+    async def _input_budget(self, template: str) -> int | None:
         window = self.writer.capabilities.context_window
         if window is None:
             return None
-        overhead = self.writer.count_tokens(template) + 64
+        overhead = await self._count(template) + 64
         return max(window - self.settings.max_tokens_summary - overhead, 256)
 
     # ------------------------------------------------------------------ set-up

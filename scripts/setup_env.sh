@@ -27,6 +27,5 @@ if [ ! -f "$stamp" ]; then
       pytest pytest-asyncio pytest-timeout playwright
   touch "$stamp"
 fi
-pip install -q --no-deps -e .
-pip install -q -e ".[hf,nlp,serve,io,eval,dev]" 2>/dev/null || pip install -e ".[hf,nlp,serve,io,eval,dev]"
+pip install -q -e ".[hf,nlp,io,eval,dev]"
 python -c "import torch, transformers, scalecap; print('torch', torch.__version__, '| transformers', transformers.__version__, '| scalecap', scalecap.__version__)"

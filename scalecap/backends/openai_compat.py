@@ -1,0 +1,531 @@
+"""OpenAI-compatible HTTP backend: vLLM and SGLang servers (all roles), Ollama and closed APIs (writer).
+
+Why httpx and not the ``openai`` SDK: scoring needs vLLM's non-standard request fields and response
+fields (``prompt_logprobs``), the probe and the token counter need non-OpenAI endpoints
+(``/tokenize``, ``/detokenize`` at the server root), and retries must follow *our* policy (which
+statuses, how long, jitter, never logging a key). The SDK would hide the first and fight the last;
+httpx is already a core dependency, so the HTTP backend needs no extra package.
+
+Requests are prefix-friendly: the system prompt first, then the image (resized and PNG-encoded once
+per image, byte-identical in every request about it, see ``images_http``), then the question, so a
+server's prefix and encoder caches hit for the 2K questions and the 2 + 2K scoring passes of an image.
+
+Scoring teacher-forces the text as the final assistant message (``continue_final_message``) and reads
+vLLM's ``prompt_logprobs``; the text's tokens are the tail of the prompt. The tail length comes from
+``/tokenize`` of the text alone, and the ids must agree with the tail (else ``BackendError``: the
+server tokenised the text differently inside the chat prompt, e.g. a text starting with a newline).
+Character offsets come from the server's decoded tokens (vLLM decodes each prompt token in context,
+so a token holding half of a UTF-8 character decodes to "" and its character goes to the token that
+completes it); where a piece does not continue the text, ``/detokenize`` of a few growing prefixes
+repairs the spans there.
+
+Capabilities are probed once, before any image: ``await backend.probe()`` in async code, or lazily
+(and blocking, on a helper thread) on the first read of ``capabilities``, which is what
+``ScaleCap._check_roles`` does. The probe reads ``/v1/models`` (server kind from ``owned_by``, the
+context window from ``max_model_len``), sends one tiny scoring request (a server that ignores or
+rejects ``prompt_logprobs``, such as a closed API or Ollama, cannot score), and on vLLM/SGLang one
+1-token request with a tiny image (a text-only model rejects it).
+
+Secrets: the API key is read from the environment variable ``api_key_env`` names, held only in the
+request headers, and redacted from every message this module raises or logs.
+
+Retry pacing comes from ``ModelConfig.backoff_base``/``backoff_max``; ``ModelConfig.vision``
+(true/false) skips the vision probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from ..config import ModelConfig
+from .base import BackendError, Capabilities, CapabilityError, ChatPrompt, Generation, GenerationParams, TokenScores
+from .images_http import DataURLCache, encode_png
+
+log = logging.getLogger(__name__)
+
+#: Statuses worth another try: rate limits, server overload and crashes, gateway trouble.
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Servers known to accept vLLM's sampling extensions (repetition_penalty, regex constraints).
+OPEN_SERVERS = ("vllm", "sglang")
+#: The token estimate where no tokenizer endpoint exists (English averages ~4 chars/token; 3 errs
+#: on the side of counting too many, which only makes the context guard chunk earlier).
+CHARS_PER_TOKEN = 3
+
+
+class _Secret:
+    """A string that never shows itself in a repr, a log record or a traceback's locals dump."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str | None) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<secret>" if self.value else "<none>"
+
+
+class OpenAIBackend:
+    """A model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        if not config.api_base:
+            raise ValueError("the openai backend needs api_base")
+        self.config = config
+        self.model = config.served_model or config.model
+        self.api_base, self._v1, self._root = _split_base(config.api_base)
+        self._key = _Secret(_read_key(config.api_key_env))
+        self.backoff_base = config.backoff_base
+        self.backoff_max = config.backoff_max
+        self._vision_override: bool | None = config.vision
+        self._caps: Capabilities | None = None
+        self.server = "unknown"  # "vllm" | "sglang" | "unknown", from the probe
+        self._images = DataURLCache()
+        self._token_ids: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._has_tokenize: bool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._probe_lock: asyncio.Lock | None = None
+        self._sync_lock = threading.Lock()  # the lazy probe
+        self._count_lock = threading.Lock()  # the sync client of count_tokens
+        self._sync_client: httpx.Client | None = None
+        self.requests = 0
+        self.retries = 0
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self.model!r}, api_base={self.api_base!r}, server={self.server!r})"
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def capabilities(self) -> Capabilities:
+        """Probed capabilities; the first read probes the server (blocking) if ``probe`` was not awaited."""
+        if self._caps is None:
+            with self._sync_lock:
+                if self._caps is None:
+                    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="scalecap-probe") as pool:
+                        self._caps = pool.submit(asyncio.run, self._probe_detached()).result()
+        return self._caps
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "openai", "model": self.model, "api_base": self.api_base}
+
+    async def probe(self) -> Capabilities:
+        """Find out once what the server can do (see the module docstring). Raises BackendError if the
+        server is unreachable, refuses the key, or does not serve the model."""
+        if self._caps is None:
+            self._state()
+            assert self._probe_lock is not None
+            async with self._probe_lock:
+                if self._caps is None:
+                    self._caps = await self._probe()
+        return self._caps
+
+    async def generate(self, prompt: ChatPrompt, params: GenerationParams) -> Generation:
+        caps = await self.probe()
+        body: dict[str, Any] = {"model": self.model, "messages": await self._messages(prompt),
+                                "max_tokens": params.max_tokens, "temperature": params.temperature, "seed": params.seed}
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.repetition_penalty != 1.0 and self.server in OPEN_SERVERS:
+            body["repetition_penalty"] = params.repetition_penalty  # closed APIs have no equivalent: dropped
+        if params.regex:
+            if not caps.can_constrain:
+                raise CapabilityError(f"{self.model} at {self.api_base} cannot constrain output to a regex")
+            if self.server == "sglang":
+                body["regex"] = params.regex
+            else:
+                body["structured_outputs"] = {"regex": params.regex}
+        data = await self._call("POST", self._v1 + "/chat/completions", body)
+        try:
+            choice = data["choices"][0]
+            usage = data.get("usage") or {}
+            return Generation(text=choice["message"].get("content") or "",
+                              prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                              completion_tokens=int(usage.get("completion_tokens") or 0),
+                              finish_reason="length" if choice.get("finish_reason") == "length" else "stop")
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise BackendError(f"unexpected chat completion from {self.api_base}: {type(exc).__name__}") from None
+
+    async def score(self, prompt: ChatPrompt, text: str) -> TokenScores:
+        caps = await self.probe()
+        if not caps.can_score:
+            raise CapabilityError(f"{self.model} at {self.api_base} does not return prompt log-probs")
+        if not text:
+            return TokenScores((), (), (), None, 0)
+        ids_alone = await self._tokenize(text)
+        data = await self._call("POST", self._v1 + "/chat/completions", self._score_body(await self._messages(prompt, text)))
+        entries = _prompt_entries(data)
+        if entries is None:
+            raise BackendError(f"{self.api_base} returned no prompt_logprobs for a scoring request")
+        n = len(ids_alone) if ids_alone is not None else _tail_length(entries, text)
+        if n <= 0 or n >= len(entries):
+            raise BackendError(f"cannot find the scored text's {n} tokens in a prompt of {len(entries)}")
+        tail = entries[-n:]
+        if any(e is None for e in tail):
+            raise BackendError("the server left prompt_logprobs of the scored text empty")
+        token_ids = tuple(e[0] for e in tail)  # type: ignore[index]
+        if ids_alone is not None and token_ids != ids_alone:
+            raise BackendError("the server tokenised the text differently inside the chat prompt than alone "
+                               "(e.g. a text starting with whitespace merges with the template): cannot score it")
+        offsets = await self._offsets(token_ids, [e[2] for e in tail], text)  # type: ignore[index]
+        usage = data.get("usage") or {}
+        return TokenScores(token_ids=token_ids, offsets=offsets, logprobs=tuple(e[1] for e in tail),  # type: ignore[index]
+                           logits=None, prompt_tokens=int(usage.get("prompt_tokens") or len(entries)))
+
+    def count_tokens(self, text: str) -> int:
+        """Exact via the server's ``/tokenize`` (cached); else ``ceil(len(text) / 3)``, an over-estimate."""
+        cached = self._token_ids.get(text)
+        if cached is not None:
+            return len(cached)
+        if self._has_tokenize is not False:
+            try:
+                with self._count_lock:  # one pooled client: building one costs ~0.1 s (TLS context)
+                    if self._sync_client is None:
+                        self._sync_client = httpx.Client(headers=self._headers(), timeout=min(self.config.timeout, 10.0))
+                    resp = self._sync_client.post(self._root + "/tokenize", json=self._tokenize_body(text))
+                if resp.status_code in (404, 405, 501):
+                    self._has_tokenize = False
+                elif resp.status_code < 300:
+                    return len(self._remember(text, resp.json()["tokens"]))
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                log.debug("token count falls back to an estimate: %s", self._redact(f"{type(exc).__name__}: {exc}"))
+        return -(-len(text) // CHARS_PER_TOKEN)
+
+    async def aclose(self) -> None:
+        with self._count_lock:
+            if self._sync_client is not None:
+                self._sync_client.close()
+                self._sync_client = None
+        await self._drop_client()
+
+    async def _drop_client(self) -> None:
+        client, loop = self._client, self._loop
+        self._client = self._loop = None
+        if client is not None and loop is asyncio.get_running_loop():
+            await client.aclose()
+
+    # ------------------------------------------------------------------ requests
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key.value}"} if self._key.value else {}
+
+    def _state(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        """The client and the concurrency limit of the running event loop (sync wrappers run a new loop
+        per call; a client cannot cross loops)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._client is None:
+            n = self.config.max_concurrency
+            self._client = httpx.AsyncClient(
+                headers=self._headers(), timeout=httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, 10.0)),
+                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
+            self._sem, self._probe_lock, self._loop = asyncio.Semaphore(n), asyncio.Lock(), loop
+        assert self._sem is not None
+        return self._client, self._sem
+
+    async def _call(self, method: str, url: str, body: Any = None, retry: bool = True) -> Any:
+        """One JSON request with retries (429, 5xx, timeouts, dropped connections; exponential backoff
+        with jitter, honouring Retry-After). Other HTTP errors raise at once. Returns the parsed JSON."""
+        client, sem = self._state()
+        attempts = self.config.max_retries + 1 if retry else 1
+        what = f"{method} {urlsplit(url).path}"
+        problem = "no attempt made"
+        for attempt in range(attempts):
+            retry_after: float | None = None
+            try:
+                async with sem:
+                    self.requests += 1
+                    resp = await asyncio.wait_for(client.request(method, url, json=body), self.config.timeout)
+                if resp.status_code < 400:
+                    return resp.json()
+                problem = f"HTTP {resp.status_code}: {_error_text(resp)}"
+                if resp.status_code not in RETRY_STATUS:
+                    raise BackendError(self._redact(f"{what} to {self.api_base} failed: {problem}"))
+                retry_after = _retry_after(resp)
+            except (httpx.TransportError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+                kind = "timeout" if isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException)) else type(exc).__name__
+                problem = f"{kind}: {exc}" if str(exc) else kind
+            if attempt + 1 < attempts:
+                delay = min(self.backoff_max, self.backoff_base * 2 ** attempt) * (0.5 + random.random() / 2)
+                if retry_after is not None:
+                    delay = max(delay, min(retry_after, self.backoff_max))
+                self.retries += 1
+                log.warning("%s", self._redact(f"{what} to {self.api_base}: {problem}; retry {attempt + 1}/"
+                                                f"{attempts - 1} in {delay:.2f}s"))
+                await asyncio.sleep(delay)
+        raise BackendError(self._redact(f"{what} to {self.api_base} failed after {attempts} attempt(s): {problem}"))
+
+    def _redact(self, message: str) -> str:
+        key = self._key.value
+        return message.replace(key, "***") if key else message
+
+    async def _messages(self, prompt: ChatPrompt, answer: str | None = None) -> list[dict[str, Any]]:
+        """System, then image, then question: the order that lets a server reuse the image prefix."""
+        messages: list[dict[str, Any]] = []
+        if prompt.system is not None:
+            messages.append({"role": "system", "content": prompt.system})
+        if prompt.image is None:
+            messages.append({"role": "user", "content": prompt.user})
+        else:
+            url = (self._images.peek(prompt.image, self.config.max_pixels)
+                   or await asyncio.to_thread(self._images.get, prompt.image, self.config.max_pixels))
+            messages.append({"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                                         {"type": "text", "text": prompt.user}]})
+        if answer is not None:
+            messages.append({"role": "assistant", "content": answer})
+        return messages
+
+    def _score_body(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"model": self.model, "messages": messages, "add_generation_prompt": False,
+                "continue_final_message": True, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0}
+
+    def _tokenize_body(self, text: str) -> dict[str, Any]:
+        return {"model": self.model, "prompt": text, "add_special_tokens": False}
+
+    def _remember(self, text: str, ids: Sequence[int]) -> tuple[int, ...]:
+        out = tuple(int(i) for i in ids)
+        self._token_ids[text] = out
+        while len(self._token_ids) > 4096:
+            self._token_ids.popitem(last=False)
+        return out
+
+    async def _tokenize(self, text: str) -> tuple[int, ...] | None:
+        """Ids of ``text`` alone (no special tokens), or None where the server has no ``/tokenize``."""
+        cached = self._token_ids.get(text)
+        if cached is not None or self._has_tokenize is False:
+            return cached
+        try:
+            data = await self._call("POST", self._root + "/tokenize", self._tokenize_body(text))
+        except BackendError as exc:
+            if any(f"HTTP {s}" in str(exc) for s in (404, 405, 501)):
+                self._has_tokenize = False
+                return None
+            raise
+        self._has_tokenize = True
+        return self._remember(text, data["tokens"])
+
+    async def _offsets(self, ids: tuple[int, ...], pieces: Sequence[str], text: str) -> tuple[tuple[int, int], ...]:
+        """Character spans from the decoded pieces (see ``align_pieces``). Where a piece does not
+        continue the text (a decoder that could not repair a split character), the server decodes
+        growing prefixes (``/detokenize``) until they do: a few calls, only at such places."""
+        spans: list[tuple[int, int]] = []
+        cursor = pending = i = 0
+        while i < len(ids):
+            piece = pieces[i]
+            if not piece:
+                pending, i = pending + 1, i + 1
+                continue
+            placed = _place(text, cursor, piece, pending)
+            if placed is not None:
+                cursor, pending, i = _extend(spans, cursor, placed, len(piece), pending), 0, i + 1
+                continue
+            for j in range(i, min(len(ids), i + 8)):
+                data = await self._call("POST", self._root + "/detokenize", {"model": self.model, "tokens": list(ids[: j + 1])})
+                decoded = str(data.get("prompt", ""))
+                torn = decoded.endswith("\ufffd") and text[len(decoded) - 1: len(decoded)] != "\ufffd"
+                if len(decoded) > cursor and text.startswith(decoded) and not torn:
+                    break
+            else:
+                raise BackendError("cannot map the scored text's tokens to characters (decoding does not reproduce it)")
+            spans.extend([(cursor, len(decoded))] * (pending + j - i + 1))
+            cursor, pending, i = len(decoded), 0, j + 1
+        if pending and text[cursor:] and set(text[cursor:]) == {"\ufffd"}:
+            spans.extend([(cursor, len(text))] * pending)
+            cursor, pending = len(text), 0
+        if pending or cursor != len(text):
+            raise BackendError("cannot map the scored text's tokens to characters (the pieces do not spell it)")
+        return tuple(spans)
+
+    # ------------------------------------------------------------------ probing
+    async def _probe_detached(self) -> Capabilities:
+        try:
+            return await self._probe()
+        finally:
+            await self._drop_client()
+
+    async def _probe(self) -> Capabilities:
+        window: int | None = None
+        try:
+            listing = await self._call("GET", self._v1 + "/models")
+        except BackendError as exc:
+            if "HTTP 404" not in str(exc):
+                raise
+            listing = {"data": []}  # some servers have no model listing: nothing to learn from it
+        models = {m.get("id"): m for m in listing.get("data") or [] if isinstance(m, dict)}
+        if models and self.model not in models:
+            served = ", ".join(sorted(str(k) for k in models)[:20])
+            raise BackendError(f"model {self.model!r} is not served at {self.api_base} (it serves: {served})")
+        entry = models.get(self.model, {})
+        owner = str(entry.get("owned_by", "")).lower()
+        self.server = next((s for s in OPEN_SERVERS if s in owner), "unknown")
+        if isinstance(entry.get("max_model_len"), int):
+            window = entry["max_model_len"]
+        can_score = await self._probe_scoring()
+        vision = self._vision_override
+        if vision is None:
+            vision = await self._probe_vision() if self.server in OPEN_SERVERS else True
+        caps = Capabilities(vision=bool(vision), can_score=can_score, has_logits=False,
+                            can_constrain=self.server in OPEN_SERVERS, context_window=window)
+        log.info("%s", self._redact(f"{self!r}: {caps}"))
+        return caps
+
+    async def _probe_scoring(self) -> bool:
+        messages = [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello there."}]
+        try:
+            data = await self._call("POST", self._v1 + "/chat/completions", self._score_body(messages))
+        except BackendError as exc:
+            if any(f"HTTP {s}" in str(exc) for s in (401, 403)):
+                raise
+            log.info("%s", self._redact(f"{self.api_base} rejects scoring requests ({exc}): can_score=False"))
+            return False
+        entries = _prompt_entries(data)
+        return bool(entries) and entries[-1] is not None
+
+    async def _probe_vision(self) -> bool:
+        import base64
+
+        from PIL import Image
+
+        url = "data:image/png;base64," + base64.b64encode(encode_png(Image.new("RGB", (32, 32), "gray"))).decode()
+        body = {"model": self.model, "max_tokens": 1, "temperature": 0, "messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "?"}]}]}
+        try:
+            await self._call("POST", self._v1 + "/chat/completions", body)
+        except BackendError as exc:
+            if "HTTP 4" not in str(exc):
+                raise
+            return False
+        return True
+
+
+# ---------------------------------------------------------------------- helpers
+def align_pieces(text: str, pieces: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """Character span of each token from its decoded piece, as transformers' offset mappings give them.
+
+    A piece that is "" (a token holding part of a multi-byte character) shares the span of the next
+    token, which completes the character. Raises ValueError if the pieces do not spell ``text``.
+    """
+    spans: list[tuple[int, int]] = []
+    cursor = pending = 0
+    for piece in pieces:
+        if not piece:
+            pending += 1
+            continue
+        placed = _place(text, cursor, piece, pending)
+        if placed is None:
+            raise ValueError(f"token piece {piece!r} does not continue the text at {cursor}")
+        cursor = _extend(spans, cursor, placed, len(piece), pending)
+        pending = 0
+    if pending and text[cursor:] and set(text[cursor:]) == {"\ufffd"}:
+        spans.extend([(cursor, len(text))] * pending)
+        cursor, pending = len(text), 0
+    if pending or cursor != len(text):
+        raise ValueError("the token pieces do not spell the whole text")
+    return tuple(spans)
+
+
+def _place(text: str, cursor: int, piece: str, pending: int) -> int | None:
+    """Where ``piece`` starts: at the cursor, or, after ``pending`` pieces that decoded to nothing,
+    after the run of U+FFFD those tokens stand for (bytes that are no valid UTF-8: the text itself
+    holds replacement characters there, as generated gibberish does)."""
+    if text.startswith(piece, cursor):
+        return cursor
+    if pending:
+        q = cursor
+        while q < len(text) and text[q] == "\ufffd":
+            q += 1
+        if q > cursor and text.startswith(piece, q):
+            return q
+    return None
+
+
+def _extend(spans: list[tuple[int, int]], cursor: int, start: int, length: int, pending: int) -> int:
+    """Append the spans of ``pending`` silent tokens and the token at ``start``; return the new cursor."""
+    end = start + length
+    spans.extend([(cursor, start if start > cursor else end)] * pending)
+    spans.append((start, end))
+    return end
+
+
+def _prompt_entries(data: Any) -> list[tuple[int, float, str] | None] | None:
+    """``prompt_logprobs`` as (token id, logprob, decoded piece) per position (None for the first)."""
+    raw = data.get("prompt_logprobs") if isinstance(data, dict) else None
+    if not isinstance(raw, list) or not raw:
+        return None
+    out: list[tuple[int, float, str] | None] = []
+    for entry in raw:
+        if not entry:
+            out.append(None)
+            continue
+        # With prompt_logprobs=0 the dict holds the prompt token itself (first, if top-k are added).
+        token, value = next(iter(entry.items()))
+        out.append((int(token), float(value["logprob"]), str(value.get("decoded_token") or "")))
+    return out
+
+
+def _tail_length(entries: list[tuple[int, float, str] | None], text: str) -> int:
+    """Without ``/tokenize``: the shortest tail whose decoded pieces spell ``text`` (0 if none does)."""
+    acc = ""
+    for n in range(1, len(entries)):
+        e = entries[-n]
+        if e is None:
+            return 0
+        acc = e[2] + acc
+        if acc == text:
+            return n
+        if len(acc) > len(text):
+            return 0
+    return 0
+
+
+def _split_base(api_base: str) -> tuple[str, str, str]:
+    """(public base without credentials, the /v1 URL, the server root for /tokenize and friends)."""
+    parts = urlsplit(api_base.rstrip("/"))
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    clean = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    full = api_base.rstrip("/")
+    if parts.path.endswith("/v1"):
+        return clean, full, full[: -len("/v1")]
+    return clean, full + "/v1", full
+
+
+def _read_key(env: str | None) -> str | None:
+    if not env:
+        return None
+    value = os.environ.get(env)
+    if not value:
+        raise BackendError(f"api_key_env is {env!r}, but that environment variable is not set (or empty)")
+    return value
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        data = resp.json()
+        err = data.get("error", data) if isinstance(data, dict) else data
+        msg = err.get("message", err) if isinstance(err, dict) else err
+        text = str(msg)
+    except ValueError:
+        text = resp.text
+    return " ".join(text.split())[:300]
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(resp.headers.get("retry-after", "")))
+    except ValueError:
+        return None
+
+
+__all__ = ["CHARS_PER_TOKEN", "OpenAIBackend", "align_pieces"]

