@@ -19,8 +19,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
 
-from .base import Capabilities, CapabilityError, ChatPrompt, Generation, GenerationParams, TokenScores
+from .base import Capabilities, ChatPrompt, Generation, GenerationParams, TokenScores
 from .batching import MicroBatcher
+from .inprocess import InProcessBackend
 from ..config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def _import_torch():
     return torch
 
 
-class HFBackend:
+class HFBackend(InProcessBackend):
     """A transformers model behind the Backend protocol."""
 
     def __init__(self, config: ModelConfig) -> None:
@@ -99,23 +100,9 @@ class HFBackend:
         self._batcher = MicroBatcher(self._run_batch, max_batch=config.max_batch_size, name="hf")
 
     # ------------------------------------------------------------------ protocol
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._capabilities
-
-    @property
-    def batcher(self) -> MicroBatcher:
-        return self._batcher
-
-    def describe(self) -> dict[str, Any]:
-        d = self.config.public()
-        d["dtype"] = self._dtype_name
-        return d
-
     async def generate(self, prompt: ChatPrompt, params: GenerationParams) -> Generation:
         self._check_image(prompt)
-        if params.regex and not self._capabilities.can_constrain:
-            raise CapabilityError("constrained decoding needs xgrammar: pip install xgrammar")
+        self._check_regex(params.regex, "it needs xgrammar: pip install xgrammar")
         # Requests that differ only in max_tokens share a batch (a first caption beside answers);
         # each row is cut at its own limit. Greedy rows do not depend on their batch-mates' limits.
         key = ("gen", prompt.image is not None, dataclasses.replace(params, max_tokens=0))
@@ -129,9 +116,6 @@ class HFBackend:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    async def aclose(self) -> None:
-        self._batcher.close()
 
     # ------------------------------------------------------------------ batches
     def _run_batch(self, key: Hashable, jobs: Sequence[Any]) -> list[Any]:
@@ -267,10 +251,6 @@ class HFBackend:
         content.append({"type": "text", "text": prompt.user})
         messages.append({"role": "user", "content": content})
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-    def _check_image(self, prompt: ChatPrompt) -> None:
-        if prompt.image is not None and not self._is_vlm:
-            raise CapabilityError(f"{self.config.model} is a text-only model: it cannot take an image")
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id

@@ -32,16 +32,17 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 from ..config import ModelConfig
-from .base import (BackendError, Capabilities, CapabilityError, ChatPrompt, Generation, GenerationParams, ImageRef,
+from .base import (BackendError, Capabilities, ChatPrompt, Generation, GenerationParams, ImageRef,
                    TokenScores)
 from .batching import MicroBatcher
+from .inprocess import InProcessBackend
 from .images_http import fit_pixels
 from .openai_compat import align_pieces
 
 log = logging.getLogger(__name__)
 
 
-class VLLMBackend:
+class VLLMBackend(InProcessBackend):
     """A model loaded in this process by vLLM, behind the Backend protocol."""
 
     def __init__(self, config: ModelConfig) -> None:
@@ -78,23 +79,9 @@ class VLLMBackend:
         return f"VLLMBackend(model={self.config.model!r})"
 
     # ------------------------------------------------------------------ protocol
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._capabilities
-
-    @property
-    def batcher(self) -> MicroBatcher:
-        return self._batcher
-
-    def describe(self) -> dict[str, Any]:
-        d = self.config.public()
-        d["dtype"] = self._dtype_name
-        return d
-
     async def generate(self, prompt: ChatPrompt, params: GenerationParams) -> Generation:
         self._check_image(prompt)
-        if params.regex and not self._capabilities.can_constrain:
-            raise CapabilityError("this vLLM has no StructuredOutputsParams: cannot constrain to a regex")
+        self._check_regex(params.regex, "this vLLM has no StructuredOutputsParams")
         return await self._batcher.submit(("gen",), (prompt, params))
 
     async def score(self, prompt: ChatPrompt, text: str) -> TokenScores:
@@ -107,7 +94,7 @@ class VLLMBackend:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     async def aclose(self) -> None:
-        self._batcher.close()
+        await super().aclose()
         core = getattr(getattr(self, "llm", None), "llm_engine", None)
         core = getattr(core, "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
@@ -196,6 +183,3 @@ class VLLMBackend:
             self._resized.popitem(last=False)
         return pil
 
-    def _check_image(self, prompt: ChatPrompt) -> None:
-        if prompt.image is not None and not self._capabilities.vision:
-            raise CapabilityError(f"{self.config.model} is a text-only model: it cannot take an image")
