@@ -26,6 +26,10 @@ def __getattr__(name: str):
         from .records import CaptionResult
 
         return CaptionResult
+    if name in ("run_job", "CaptionJob"):
+        from . import run
+
+        return getattr(run, name)
     if name in ("Settings", "ModelConfig", "RunConfig"):
         from . import config
 
@@ -33,4 +37,5 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["ScaleCap", "CaptionResult", "Settings", "ModelConfig", "RunConfig", "split_sentences", "Sentence"]
+__all__ = ["ScaleCap", "CaptionResult", "Settings", "ModelConfig", "RunConfig", "split_sentences", "Sentence",
+           "run_job", "CaptionJob"]

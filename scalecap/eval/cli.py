@@ -7,13 +7,14 @@ saying what is wrong; nothing here prints a traceback for a user error.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+
+from .._sync import run_sync
 from rich.console import Console
 
 from .common import EvalInputError, pct, write_json, write_jsonl
@@ -170,7 +171,7 @@ def vqa_cmd(
         finally:
             await pool.close()
 
-    doc, rows = asyncio.run(main())
+    doc, rows = run_sync(main())
     _write(doc, rows, out, items_path)
     _print_qa(doc)
 
@@ -226,7 +227,7 @@ def captionqa_cmd(
         finally:
             await pool.close()
 
-    doc, rows = asyncio.run(main())
+    doc, rows = run_sync(main())
     _write(doc, rows, out, items_path)
     _print_qa(doc)
 
@@ -403,7 +404,7 @@ def capture_cmd(
         finally:
             await pool.close()
 
-    doc, rows = asyncio.run(main())
+    doc, rows = run_sync(main())
     _write(doc, rows if details else None, out, items_path if details else None)
     s = doc["summary"]
     from rich.table import Table
@@ -480,7 +481,7 @@ def compare_cmd(
         if m is None:
             raise EvalInputError(f"--metric must be chair, vqa, captionqa or capture, not {metric!r}")
         sets = [load_captions(p, field, numeric_ids=(m == "chair")) for p in inputs]
-        docs = asyncio.run(_compare_run(m, sets, locals()))
+        docs = run_sync(_compare_run(m, sets, locals()))
     if row_names:
         for d, n in zip(docs, row_names):
             d["name"] = n

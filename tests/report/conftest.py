@@ -35,8 +35,10 @@ def _no_browser(reason: str):
     pytest.skip(f"{reason}; browser tests skipped (they run when CI is set)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope: Playwright's sync API keeps an event loop running in this thread while it is
+    # open, which must not leak into the tests that follow.
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
         _no_browser(f"no Chromium at {CHROMIUM}")
     try:

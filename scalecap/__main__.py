@@ -1,0 +1,5 @@
+"""``python -m scalecap``: the same as the ``scalecap`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,375 @@
+"""The Ray *distributor*: the same worker (pre-filters + ScaleCap + Engine) on a Ray cluster.
+
+    rows (id + image bytes / path / url)  ->  ray.data map_batches over an actor pool
+    (each actor: one ScaleCap, its backends loaded once, an Engine keeping many images in flight)
+    ->  one JSONL shard per batch, written by the actor atomically  ->  OUTDIR/part-<run>-<hash>.jsonl
+
+The records are the ones a single-machine run writes (same worker, same pipeline, same settings):
+only ``timings`` differ, and the order of records across shards.
+
+Exactly-once on Ray. A shard is written to ``.tmp`` and renamed, so it is whole or absent; its name
+is a hash of the ids it holds, so a retried task overwrites rather than duplicates. When a run
+finishes, shards of this run that no task reported (an actor died after writing, Ray re-ran the
+batch elsewhere) are deleted. On (re)start, existing shards are read: an id found in two shards
+keeps its first record, and failed records are dropped when they will be retried; shards that
+lose lines are rewritten atomically. So the folder always reads as one record per id after a
+finished run, and a killed run resumes by skipping the ids it already holds (before anything is
+sent to the cluster). Runs refuse to add records of another fingerprint (checked by each actor
+before it captions anything) unless told to.
+
+Paths in rows must be readable from every node (a shared filesystem), and so must ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..engine import Engine
+from ..filters import FilterSet
+from ..images import ImageItem
+from ..io.fetch import FetchConfig, UrlLoader
+from ..io.journal import FingerprintMismatch, atomic_write_bytes, fsync_dir, iter_lines
+from ..io.sources import FailLoader, FileLoader
+from ..progress import JobProgress, Price
+from ..records import CaptionResult
+from ..run import JobSummary, Worker, fingerprint_id, summary_dict
+
+SHARD_GLOB = "part-*.jsonl"
+
+
+# ---------------------------------------------------------------------------------------- rows
+def item_to_row(item: ImageItem) -> dict[str, Any]:
+    """An item as a Ray row: the reference to read (path, url) or the bytes, plus id/source/meta."""
+    row: dict[str, Any] = {"id": item.id, "source": item.source, "meta": json.dumps(item.meta, ensure_ascii=False),
+                           "image": None, "path": None, "url": None, "fail_kind": None, "fail_message": None}
+    loader = item.loader
+    if item.data is not None:
+        row["image"] = item.data
+    elif isinstance(loader, FileLoader):
+        row["path"] = loader.path
+    elif isinstance(loader, UrlLoader):
+        row["url"] = loader.url
+    elif isinstance(loader, FailLoader):
+        row["fail_kind"], row["fail_message"] = loader.kind, loader.message
+    else:
+        row["image"] = item.read_bytes()
+    return row
+
+
+def row_to_item(row: dict[str, Any], fetch: FetchConfig | None = None) -> ImageItem:
+    """The inverse of ``item_to_row``; also accepts user rows with just ``id`` and one of
+    ``image`` (bytes), ``path`` or ``url``."""
+    rid = str(row["id"])
+    meta = row.get("meta")
+    meta = json.loads(meta) if isinstance(meta, str) else (meta or {})
+    data = row.get("image") if isinstance(row.get("image"), (bytes, bytearray)) else None
+    path, url = row.get("path"), row.get("url")
+    source = row.get("source") or path or url or f"<row {rid}>"
+    if row.get("fail_kind"):
+        return ImageItem(id=rid, source=source, meta=meta, loader=FailLoader(row["fail_kind"], row.get("fail_message") or ""))
+    if data is not None:
+        return ImageItem(id=rid, source=source, data=bytes(data), meta=meta)
+    if path:
+        return ImageItem(id=rid, source=source, meta=meta, loader=FileLoader(str(path)))
+    if url:
+        return ImageItem(id=rid, source=source, meta=meta, loader=UrlLoader(str(url), fetch or FetchConfig()))
+    return ImageItem(id=rid, source=source, meta=meta, loader=FailLoader("no_image", f"row {rid!r} has no image, path or url"))
+
+
+# ---------------------------------------------------------------------------------------- store
+@dataclass
+class ShardStoreState:
+    done: set[str] = field(default_factory=set)
+    fingerprints: Counter = field(default_factory=Counter)
+    counts: Counter = field(default_factory=Counter)
+    dropped_failed: int = 0
+    dropped_duplicates: int = 0
+
+
+def open_shard_store(output_dir: Path, retry_failed: bool = True) -> ShardStoreState:
+    """Read (and tidy) a folder of JSONL shards; see the module docstring."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for tmp in output_dir.glob("*.tmp"):
+        tmp.unlink()
+    state = ShardStoreState()
+    for shard in sorted(output_dir.glob(SHARD_GLOB)):
+        keep: list[bytes] = []
+        changed = False
+        for _, line, rec in iter_lines(shard):
+            rid, status = rec["id"], rec["status"]
+            if rid in state.done:
+                state.dropped_duplicates += 1
+                changed = True
+                continue
+            if status == "failed" and retry_failed:
+                state.dropped_failed += 1
+                changed = True
+                continue
+            state.done.add(rid)
+            state.counts[status] += 1
+            state.fingerprints[(rec.get("fingerprint") or {}).get("id")] += 1
+            keep.append(line)
+        if changed:
+            if keep:
+                atomic_write_bytes(shard, b"".join(keep))
+            else:
+                shard.unlink()
+                fsync_dir(output_dir)
+    return state
+
+
+def _shard_name(run_tag: str, ids: list[str]) -> str:
+    return f"part-{run_tag}-{hashlib.sha1(chr(10).join(ids).encode('utf-8')).hexdigest()[:16]}.jsonl"
+
+
+# ---------------------------------------------------------------------------------------- actor
+@dataclass
+class ScaleCapFactory:
+    """Builds the ScaleCap of each actor from plain, picklable configs."""
+
+    roles: dict[str, Any]
+    settings: Any = None
+
+    def __call__(self):
+        from ..pipeline import ScaleCap
+
+        return ScaleCap(**self.roles, settings=self.settings)
+
+
+class _CaptionActor:
+    """One per Ray actor: a captioner built once, then batch after batch of rows."""
+
+    def __init__(self, factory: Callable[[], Any], output_dir: str, run_tag: str, filters: FilterSet | None,
+                 concurrency: int, known_fingerprints: list, allow_mixed: bool, fetch: FetchConfig,
+                 done_ref: list | None = None) -> None:
+        import ray
+
+        # Ids already in the output are dropped here rather than by a ds.filter stage: a separate
+        # task stage would wait for a CPU that the actor pool holds (a deadlock on small clusters).
+        self.done = ray.get(done_ref[0]) if done_ref else frozenset()
+        self.captioner = factory()
+        self.worker = Worker(self.captioner, filters)
+        self.output_dir = Path(output_dir)
+        self.run_tag, self.concurrency, self.fetch = run_tag, concurrency, fetch
+        self.loop = asyncio.new_event_loop()
+        fp = fingerprint_id(self.captioner)
+        others = [k for k in known_fingerprints if k != fp]
+        self.mismatch = None
+        if fp is not None and others and not allow_mixed:
+            self.mismatch = (f"{output_dir} holds records made with another configuration (fingerprint "
+                             f"{', '.join(str(o) for o in others)}); this run's is {fp}. Write to another "
+                             "folder, or pass --allow-mixed-fingerprints.")
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        if self.mismatch:
+            raise FingerprintMismatch(self.mismatch)
+        items = [row_to_item(r, self.fetch) for r in batch.to_pylist() if str(r["id"]) not in self.done]
+        if not items:
+            return pa.Table.from_pylist([], schema=pa.schema([("id", pa.string()), ("shard", pa.string()),
+                                                               ("record", pa.string())]))
+
+        async def collect() -> list[CaptionResult]:
+            return [r async for r in Engine(self.worker, self.concurrency).run(items)]
+
+        results = sorted(self.loop.run_until_complete(collect()), key=lambda r: r.id)
+        name = _shard_name(self.run_tag, [r.id for r in results])
+        payload = "".join(r.to_json() + "\n" for r in results).encode("utf-8")
+        atomic_write_bytes(self.output_dir / name, payload)
+        return pa.Table.from_pylist([{"id": r.id, "shard": name, "record": r.to_json()} for r in results])
+
+
+# ---------------------------------------------------------------------------------------- driver
+def caption_ray_dataset(ds, scalecap_factory: Callable[[], Any], output_dir: str | Path, *, num_actors: int = 2,
+                        num_cpus_per_actor: float = 1.0, concurrency: int = 8, batch_size: int = 8,
+                        filters: FilterSet | None = None, retry_failed: bool = True, resume: bool = True,
+                        allow_mixed_fingerprints: bool = False, prices: dict[str, Price] | None = None,
+                        fetch: FetchConfig | None = None, progress: JobProgress | None = None,
+                        on_result: Callable[[CaptionResult], None] | None = None) -> JobSummary:
+    """Caption the rows of a ``ray.data.Dataset`` (``id`` + ``image`` bytes / ``path`` / ``url``,
+    optional ``source`` and ``meta``) with one ScaleCap per actor; JSONL shards into ``output_dir``.
+
+    ``scalecap_factory`` is called once in each actor (it must pickle: a ``ScaleCapFactory`` or a
+    module-level function). Ray must be initialised by the caller. Ids already done in
+    ``output_dir`` are skipped (the actors drop them before captioning).
+    """
+    out = _prepare(output_dir, resume)
+    state = open_shard_store(out, retry_failed)
+    summary = JobSummary()
+    summary.skipped = len(state.done)
+    return _caption(ds, scalecap_factory, out, state, summary, num_actors=num_actors,
+                    num_cpus_per_actor=num_cpus_per_actor, concurrency=concurrency, batch_size=batch_size,
+                    filters=filters, allow_mixed=allow_mixed_fingerprints, prices=prices, fetch=fetch,
+                    progress=progress or JobProgress(), on_result=on_result, job=None)
+
+
+def run_ray_job(scalecap_factory: Callable[[], Any], job, *, num_actors: int = 2, num_cpus_per_actor: float = 1.0,
+                batch_size: int = 8, progress: JobProgress | None = None,
+                on_result: Callable[[CaptionResult], None] | None = None) -> JobSummary:
+    """``scalecap caption --ray``: plan on the driver exactly like a local run (``--shard``,
+    ``--limit``, duplicates, resume), then caption the remaining items on the cluster.
+
+    Rows carry paths and URLs by reference and embedded images (tar shards, Parquet/HF datasets) by
+    value, through the driver: for very large embedded datasets build the ``ray.data`` dataset
+    yourself (``read_webdataset``, ``read_parquet``) and call ``caption_ray_dataset``.
+    """
+    import ray.data as rd
+
+    from ..io.sinks import SinkError
+    from ..io.sources import SourceOptions, open_source
+    from ..run import in_shard
+
+    if job.format != "jsonl":
+        raise SinkError("--ray writes a folder of JSONL shards (-o FOLDER); convert afterwards, or run "
+                        "--format parquet/wds/sidecar without --ray")
+    out = _prepare(job.output, job.resume)
+    state = open_shard_store(out, job.retry_failed)
+    source = job.source or open_source(job.inputs, job.input_format,
+                                       SourceOptions(job.id_column, job.image_column, job.fetch))
+    summary = JobSummary()
+    progress = progress or JobProgress()
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for item in source:
+        if not in_shard(item.id, job.shard):
+            continue
+        if job.limit is not None and summary.total >= job.limit:
+            break
+        summary.total += 1
+        if item.id in seen:
+            summary.duplicates += 1
+            if len(summary.duplicate_examples) < 20:
+                summary.duplicate_examples.append(item.id)
+            continue
+        seen.add(item.id)
+        if item.id in state.done:
+            summary.skipped += 1
+            continue
+        rows.append(item_to_row(item))
+    summary.source_errors = [str(e) for e in source.errors]
+    progress.start(summary.total)
+    progress.skipped(summary.skipped)
+    ds = rd.from_items(rows) if rows else None
+    return _caption(ds, scalecap_factory, out, state, summary, num_actors=num_actors,
+                    num_cpus_per_actor=num_cpus_per_actor, concurrency=job.concurrency, batch_size=batch_size,
+                    filters=job.filters, allow_mixed=job.allow_mixed_fingerprints, prices=job.prices,
+                    fetch=job.fetch, progress=progress, on_result=on_result, job=job)
+
+
+def _prepare(output_dir: str | Path, resume: bool) -> Path:
+    from ..io.sinks import SinkError
+
+    out = Path(output_dir)
+    if (out.exists() and not out.is_dir()) or (not out.exists() and out.suffix.lower() == ".jsonl"):
+        raise SinkError(f"{out}: the Ray runner writes a folder of JSONL shards; give -o FOLDER")
+    if not resume and out.exists():
+        for p in list(out.glob(SHARD_GLOB)) + [out / "summary.json"]:
+            if p.exists():
+                p.unlink()
+    return out
+
+
+def _caption(ds, factory, out: Path, state: ShardStoreState, summary: JobSummary, *, num_actors: int,
+             num_cpus_per_actor: float, concurrency: int, batch_size: int, filters: FilterSet | None,
+             allow_mixed: bool, prices: dict[str, Price] | None, fetch: FetchConfig | None,
+             progress: JobProgress, on_result, job) -> JobSummary:
+    import ray
+    import ray.data as rd
+
+    summary.output_counts.update(state.counts)
+    run_tag = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    known = [k for k, n in state.fingerprints.items() if n > 0]
+    t0 = time.perf_counter()
+    reported: set[str] = set()
+    try:
+        if ds is not None:
+            done_ref = [ray.put(frozenset(state.done))] if (state.done and job is None) else None
+            mapped = ds.map_batches(
+                _CaptionActor, batch_size=batch_size, batch_format="pyarrow",
+                fn_constructor_args=(factory, str(out), run_tag, filters, concurrency, known, allow_mixed,
+                                     fetch or FetchConfig(), done_ref),
+                compute=rd.ActorPoolStrategy(size=num_actors), num_cpus=num_cpus_per_actor)
+            for batch in mapped.iter_batches(batch_format="pyarrow", batch_size=None):
+                for row in batch.to_pylist():
+                    record = CaptionResult.from_json(row["record"])
+                    reported.add(row["shard"])
+                    _tally(summary, record)
+                    progress.result(record)
+                    if on_result:
+                        on_result(record)
+    except Exception as exc:  # noqa: BLE001 - unwrap Ray's wrapper around our refusal
+        message = _mismatch_message(exc)
+        if message is not None:
+            raise FingerprintMismatch(message) from None
+        raise
+    finally:
+        progress.finish()
+    for shard in out.glob(f"part-{run_tag}-*.jsonl"):
+        if shard.name not in reported:  # written by a task whose result was lost and redone
+            shard.unlink()
+    summary.seconds = time.perf_counter() - t0
+    summary.summary_path = out / "summary.json"
+    info = {"format": "jsonl-shards (ray)", "output": str(out), "num_actors": num_actors,
+            "batch_size": batch_size, "run_tag": run_tag, "dropped_failed_for_retry": state.dropped_failed,
+            "dropped_duplicates": state.dropped_duplicates}
+    data = summary_dict(summary, job, info, None)
+    data["run"]["usage"] = summary.usage.report(prices)
+    data["output"]["usage"] = None  # output-wide token totals are kept by the local journal only
+    atomic_write_bytes(summary.summary_path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+    return summary
+
+
+def _tally(summary: JobSummary, record: CaptionResult) -> None:
+    summary.output_counts[record.status] += 1
+    if record.status == "ok":
+        summary.ok += 1
+    elif record.status == "filtered":
+        summary.filtered += 1
+    else:
+        summary.failed += 1
+        summary.failures[record.error_kind or "error"] += 1
+    summary.usage.add_record(record.usage)
+    for stage, u in record.usage.items():
+        summary.tokens[stage] += u.prompt_tokens + u.completion_tokens
+
+
+def _mismatch_message(exc: BaseException) -> str | None:
+    """Our FingerprintMismatch, raised in an actor, arrives wrapped by Ray: find its message."""
+    current: BaseException | None = exc
+    for _ in range(10):
+        if current is None:
+            break
+        if isinstance(current, FingerprintMismatch):
+            return str(current).strip().splitlines()[-1] if str(current).strip() else "fingerprint mismatch"
+        current = getattr(current, "cause", None) or current.__cause__
+    text = str(exc)
+    marker = "FingerprintMismatch: "
+    if marker in text:
+        return text[text.rindex(marker) + len(marker):].strip().splitlines()[0]
+    return None
+
+
+def init_ray(address: str | None, num_cpus: int | None = None, temp_dir: str | None = None) -> bool:
+    """Connect to (``auto`` or an address) or start (``local``) Ray; True if this call started it
+    (the caller then shuts it down). An already initialised Ray is reused."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address in (None, "", "local"):
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 _temp_dir=temp_dir or os.environ.get("SCALECAP_RAY_TMP"))
+    else:
+        ray.init(address=address, log_to_driver=False)
+    return True

@@ -1,0 +1,147 @@
+"""Fetching images over http(s), with the limits a web-scale dataset needs.
+
+Every URL of a LAION-style list is a small adversary: dead links, HTML error pages served with
+status 200, endless downloads, servers that accept the connection and never answer. ``fetch``
+turns each of those into an ``ImageError`` with a stable ``kind`` (a per-image failure record),
+never into a crash, a hang or an unbounded buffer:
+
+- status: anything but 200 is ``http_<status>``; 429 and 5xx are retried (``retries`` times);
+- content-type: ``image/*`` and the generic binary types are accepted, anything else (HTML, JSON,
+  text) is ``bad_content_type``; the body must also start with the magic bytes of an image
+  format (``not_an_image``), because servers lie about content types in both directions;
+- size: ``Content-Length`` above ``max_bytes`` is refused before reading, and the body is read in
+  chunks and abandoned as soon as it passes ``max_bytes`` (``too_large``);
+- time: connect and read timeouts per operation plus a total deadline per attempt (``timeout``);
+  refused or unreachable hosts are ``connection``.
+
+One ``httpx.Client`` is shared per process and per configuration (connection pooling; the client
+is thread-safe, and loaders run on the pipeline's worker threads). Loaders hold only the URL and the
+configuration, so items pickle to Ray workers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from ..images import ImageError
+
+#: Content types accepted before the magic-bytes check.
+_GENERIC_TYPES = {"application/octet-stream", "binary/octet-stream", "application/binary", ""}
+
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "jpg"),
+    (b"\x89PNG\r\n\x1a\n", 0, "png"),
+    (b"GIF87a", 0, "gif"),
+    (b"GIF89a", 0, "gif"),
+    (b"WEBP", 8, "webp"),
+    (b"BM", 0, "bmp"),
+    (b"II*\x00", 0, "tif"),
+    (b"MM\x00*", 0, "tif"),
+)
+
+
+def sniff_image_format(data: bytes) -> str | None:
+    """The image format the magic bytes announce (jpg, png, gif, webp, bmp, tif), or None."""
+    for magic, offset, ext in _MAGIC:
+        if data[offset:offset + len(magic)] == magic:
+            if ext == "webp" and data[:4] != b"RIFF":
+                continue
+            return ext
+    return None
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    """Limits for downloading one image."""
+
+    max_bytes: int = 32 * 2**20
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    total_timeout: float = 120.0
+    retries: int = 2
+    backoff: float = 0.5
+    user_agent: str = "scalecap (image captioning; https://github.com/)"
+
+
+_clients: dict[FetchConfig, object] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(config: FetchConfig):
+    import httpx
+
+    with _clients_lock:
+        client = _clients.get(config)
+        if client is None:
+            timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
+            client = httpx.Client(timeout=timeout, follow_redirects=True, max_redirects=5,
+                                  headers={"User-Agent": config.user_agent})
+            _clients[config] = client
+        return client
+
+
+def fetch(url: str, config: FetchConfig = FetchConfig()) -> bytes:
+    """The bytes of the image at ``url``; an ``ImageError`` (with a stable kind) for anything else."""
+    import httpx
+
+    if not url.lower().startswith(("http://", "https://")):
+        raise ImageError("bad_url", f"only http(s) URLs can be fetched: {url!r}")
+    last: ImageError | None = None
+    for attempt in range(config.retries + 1):
+        if attempt:
+            time.sleep(config.backoff * 2 ** (attempt - 1))
+        try:
+            return _fetch_once(url, config)
+        except ImageError as exc:
+            last = exc
+            if not getattr(exc, "retryable", False):
+                raise
+        except httpx.TimeoutException as exc:
+            last = ImageError("timeout", f"{url}: timed out ({type(exc).__name__})")
+        except httpx.ConnectError as exc:
+            last = ImageError("connection", f"{url}: cannot connect ({exc})")
+        except (httpx.HTTPError, OSError) as exc:
+            last = ImageError("http_error", f"{url}: {type(exc).__name__}: {exc}")
+    assert last is not None
+    raise last
+
+
+def _fetch_once(url: str, config: FetchConfig) -> bytes:
+    deadline = time.monotonic() + config.total_timeout
+    with _client(config).stream("GET", url) as response:
+        status = response.status_code
+        if status != 200:
+            err = ImageError(f"http_{status}", f"{url}: HTTP {status} {response.reason_phrase}")
+            err.retryable = status == 429 or status >= 500  # type: ignore[attr-defined]
+            raise err
+        ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not (ctype.startswith("image/") or ctype in _GENERIC_TYPES):
+            raise ImageError("bad_content_type", f"{url}: content-type {ctype!r} is not an image")
+        length = response.headers.get("content-length")
+        if length and length.isdigit() and int(length) > config.max_bytes:
+            raise ImageError("too_large", f"{url}: {int(length)} bytes exceeds the limit of {config.max_bytes}")
+        buf = bytearray()
+        for chunk in response.iter_bytes():
+            buf += chunk
+            if len(buf) > config.max_bytes:
+                raise ImageError("too_large", f"{url}: more than {config.max_bytes} bytes (download abandoned)")
+            if time.monotonic() > deadline:
+                raise ImageError("timeout", f"{url}: download took longer than {config.total_timeout}s")
+    data = bytes(buf)
+    if sniff_image_format(data) is None:
+        raise ImageError("not_an_image", f"{url}: the body is not a known image format "
+                                         f"(content-type {ctype!r}, {len(data)} bytes)")
+    return data
+
+
+@dataclass(frozen=True)
+class UrlLoader:
+    """The lazy loader of one URL item (picklable: the URL and the limits, no client)."""
+
+    url: str
+    config: FetchConfig = FetchConfig()
+
+    def __call__(self) -> bytes:
+        return fetch(self.url, self.config)

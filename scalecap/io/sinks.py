@@ -1,0 +1,436 @@
+"""Sinks: where records go (the *writer* of the reader / worker / writer split).
+
+Every run writes the journal first (``scalecap.io.journal``: the source of truth and the resume
+state). A sink then materialises the records in the form a user asked for:
+
+``jsonl``     the journal is the output (``-o run.jsonl``); nothing else to write.
+``parquet``   ``OUTDIR/part-NNNNN.parquet`` shards of ``shard_size`` records (ok and filtered),
+              one row per record: scalar fields as typed columns, nested fields (sentences,
+              questions, summaries, usage, notes, meta, fingerprint, timings) as JSON strings, so
+              the schema never depends on what a record holds. ``OUTDIR/records.jsonl`` is the journal.
+``wds``       ``OUTDIR/shard-NNNNN.tar`` WebDataset shards of ok records: ``KEY.<ext>`` (the image
+              bytes as read, extension from their magic bytes), ``KEY.txt`` (final caption),
+              ``KEY.json`` (the record). ``KEY`` is the id when it is a safe name
+              (``[A-Za-z0-9_-]``, at most 100 chars), else a slug of it plus 8 hex digits of its
+              sha1; member names never contain ``/`` or ``..``, so nothing escapes the shard.
+``sidecar``   ``IMAGE_STEM.txt`` beside each local image (ok records), with a policy for a .txt
+              that already exists: ``skip`` (default), ``overwrite`` or ``append``; the journal is
+              the ``-o`` file. Images that are not local files get no sidecar (counted).
+
+Exactly-once for shards: a shard is written to ``NAME.tmp``, ``fsync``ed and renamed, and only
+then committed by appending one line ``{"file", "count", "ids"}`` to ``OUTDIR/_shards.jsonl``
+(itself append-only, torn last line ignored). On open, shard files that the index does not list
+(a kill between rename and index line) and ``*.tmp`` files are deleted, and the ids of listed
+shards are the sink's *committed* set; records the journal has and the sink lacks are replayed
+into it by the runner (with the image bytes read again from the source for WebDataset). Sidecars
+commit by writing the .txt atomically, then the id to ``RUN.jsonl.sidecars``; a replay of an
+``append`` sees its own caption already at the end of the file and does not append it twice.
+
+Failed records never go into shards (they are retried by the next run by default); they live in
+the journal and in the run summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from ..images import ImageItem
+from ..records import CaptionResult
+from .fetch import sniff_image_format
+from .journal import atomic_write_bytes, fsync_dir
+from .sources import local_path
+
+SINK_FORMATS = ("jsonl", "parquet", "wds", "sidecar")
+SIDECAR_POLICIES = ("skip", "overwrite", "append")
+
+
+class SinkError(RuntimeError):
+    """The output cannot be written as asked (a refusal before anything is written)."""
+
+
+class Sink:
+    """What the runner writes records into after the journal."""
+
+    format: str = "jsonl"
+    #: The sink needs the image bytes (the worker keeps them until the record is written).
+    needs_bytes: bool = False
+
+    def __init__(self, output: Path) -> None:
+        self.output = Path(output)
+        self.stats: dict[str, int] = {}
+
+    @property
+    def journal_path(self) -> Path:
+        return self.output
+
+    @property
+    def summary_path(self) -> Path:
+        o = self.output
+        return o.with_name(o.stem + ".summary.json") if o.suffix else o.with_name(o.name + ".summary.json")
+
+    def accepts(self, status: str) -> bool:
+        return False
+
+    def reset(self) -> None:
+        """Remove what earlier runs wrote (``--overwrite``)."""
+        for p in (self.journal_path, self.summary_path):
+            if p.exists() and p.is_file():
+                p.unlink()
+
+    def open(self) -> set[str] | None:
+        """Prepare for writing; the ids the sink has committed (None: the journal is the output)."""
+        self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+        return None
+
+    def write(self, record: CaptionResult, data: bytes | None, item: ImageItem | None) -> None:
+        """Store one record (called after the journal holds it; also for replays)."""
+
+    def close(self) -> None:
+        """Commit what is pending."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"format": self.format, "output": str(self.output), "journal": str(self.journal_path), **self.stats}
+
+
+class JsonlSink(Sink):
+    format = "jsonl"
+
+    def __init__(self, output: Path) -> None:
+        super().__init__(output)
+        if self.output.is_dir():
+            raise SinkError(f"{output} is a folder: give a .jsonl file for --format jsonl "
+                            "(folders are for --format parquet/wds)")
+
+
+# ---------------------------------------------------------------------------------------- sidecar
+class SidecarSink(Sink):
+    format = "sidecar"
+
+    def __init__(self, output: Path, policy: str = "skip") -> None:
+        super().__init__(output)
+        if policy not in SIDECAR_POLICIES:
+            raise SinkError(f"unknown sidecar policy {policy!r}: choose from {', '.join(SIDECAR_POLICIES)}")
+        self.policy = policy
+        self.done_path = self.output.with_name(self.output.name + ".sidecars")
+        self.stats = {"sidecars_written": 0, "sidecars_skipped_existing": 0, "sidecars_appended": 0,
+                      "sidecars_not_local": 0}
+        self._f = None
+
+    def accepts(self, status: str) -> bool:
+        return status == "ok"
+
+    def reset(self) -> None:
+        super().reset()
+        if self.done_path.exists():
+            self.done_path.unlink()
+
+    def open(self) -> set[str]:
+        super().open()
+        done: set[str] = set()
+        if self.done_path.exists():
+            with open(self.done_path, "rb+") as f:
+                good = 0
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        f.truncate(good)
+                        break
+                    done.add(json.loads(line))
+                    good += len(line)
+        self._f = open(self.done_path, "ab", buffering=0)
+        return done
+
+    def write(self, record: CaptionResult, data: bytes | None, item: ImageItem | None) -> None:
+        if record.status != "ok":
+            return
+        image = local_path(item) if item is not None else None
+        if image is None:
+            self.stats["sidecars_not_local"] += 1
+        else:
+            self._write_txt(image.with_suffix(".txt"), record.final_caption or "")
+        assert self._f is not None
+        self._f.write((json.dumps(record.id, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def _write_txt(self, txt: Path, caption: str) -> None:
+        exists = txt.exists()
+        if exists and self.policy == "skip":
+            self.stats["sidecars_skipped_existing"] += 1
+            return
+        if exists and self.policy == "append":
+            old = txt.read_text(encoding="utf-8")
+            if old.rstrip("\n").endswith(caption):  # a replay: this caption is already there
+                return
+            atomic_write_bytes(txt, (old.rstrip("\n") + "\n" + caption + "\n").encode("utf-8"))
+            self.stats["sidecars_appended"] += 1
+            return
+        atomic_write_bytes(txt, (caption + "\n").encode("utf-8"))
+        self.stats["sidecars_written"] += 1
+
+    def close(self) -> None:
+        if self._f is not None:
+            os.fsync(self._f.fileno())
+            self._f.close()
+            self._f = None
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "policy": self.policy}
+
+
+# ---------------------------------------------------------------------------------------- shards
+class _ShardedSink(Sink):
+    prefix = "part"
+    suffix = ".bin"
+    index_name = "_shards.jsonl"
+
+    def __init__(self, output: Path, shard_size: int = 1000) -> None:
+        super().__init__(output)
+        if shard_size < 1:
+            raise SinkError("shard size must be >= 1")
+        if self.output.exists() and not self.output.is_dir():
+            raise SinkError(f"{output} is a file: --format {self.format} writes a folder of shards")
+        self.shard_size = shard_size
+        self._pattern = re.compile(rf"^{self.prefix}-(\d{{5,}}){re.escape(self.suffix)}$")
+        self._ids: list[str] = []
+        self._next = 0
+        self._index = None
+        self.stats = {"shards_committed": 0, "records_in_shards": 0}
+
+    @property
+    def journal_path(self) -> Path:
+        return self.output / "records.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.output / "summary.json"
+
+    @property
+    def index_path(self) -> Path:
+        return self.output / self.index_name
+
+    def _ours(self) -> list[Path]:
+        if not self.output.is_dir():
+            return []
+        return [p for p in self.output.iterdir() if self._pattern.match(p.name) or p.name.endswith(".tmp")]
+
+    def reset(self) -> None:
+        super().reset()
+        for p in self._ours() + [self.index_path]:
+            if p.exists():
+                p.unlink()
+
+    def open(self) -> set[str]:
+        self.output.mkdir(parents=True, exist_ok=True)
+        ours = self._ours()
+        if ours and not self.index_path.exists() and not self.journal_path.exists():
+            raise SinkError(f"{self.output} holds {ours[0].name} but no scalecap journal: write to an empty "
+                            "folder (or pass --overwrite to replace these files)")
+        committed: set[str] = set()
+        listed: set[str] = set()
+        if self.index_path.exists():
+            with open(self.index_path, "rb+") as f:
+                good = 0
+                for line in f:
+                    try:
+                        entry = json.loads(line) if line.endswith(b"\n") else None
+                    except ValueError:
+                        entry = None
+                    if entry is None:
+                        f.truncate(good)
+                        break
+                    good += len(line)
+                    listed.add(entry["file"])
+                    committed.update(entry["ids"])
+        for p in ours:  # shards renamed but never committed, and temporary files: redone from the journal
+            if p.name not in listed:
+                p.unlink()
+        numbers = [int(self._pattern.match(n).group(1)) for n in listed if self._pattern.match(n)]
+        self._next = max(numbers) + 1 if numbers else 0
+        self.stats["shards_before"] = len(listed)
+        self._index = open(self.index_path, "ab", buffering=0)
+        fsync_dir(self.output)
+        return committed
+
+    def accepts(self, status: str) -> bool:
+        return status in ("ok", "filtered")
+
+    def write(self, record: CaptionResult, data: bytes | None, item: ImageItem | None) -> None:
+        if not self.accepts(record.status):
+            return
+        if not self._ids:
+            self._begin(self._tmp_path())
+        self._add(record, data)
+        self._ids.append(record.id)
+        if len(self._ids) >= self.shard_size:
+            self._commit()
+
+    def _name(self) -> str:
+        return f"{self.prefix}-{self._next:05d}{self.suffix}"
+
+    def _tmp_path(self) -> Path:
+        return self.output / (self._name() + ".tmp")
+
+    def _commit(self) -> None:
+        tmp, final = self._tmp_path(), self.output / self._name()
+        self._finish(tmp)
+        os.replace(tmp, final)
+        fsync_dir(self.output)
+        assert self._index is not None
+        entry = {"file": final.name, "count": len(self._ids), "ids": self._ids}
+        self._index.write((json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
+        os.fsync(self._index.fileno())
+        self.stats["shards_committed"] += 1
+        self.stats["records_in_shards"] += len(self._ids)
+        self._ids = []
+        self._next += 1
+
+    def close(self) -> None:
+        if self._ids:
+            self._commit()
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "shard_size": self.shard_size}
+
+    # subclasses
+    def _begin(self, tmp: Path) -> None: ...
+    def _add(self, record: CaptionResult, data: bytes | None) -> None: ...
+    def _finish(self, tmp: Path) -> None: ...
+
+
+#: Parquet columns: the scalar fields of a record, then its nested fields as JSON strings.
+SCALAR_FIELDS = ("id", "source", "status", "error", "error_kind", "first_caption", "final_caption")
+JSON_FIELDS = ("sentences", "questions", "summaries", "usage", "notes", "meta", "fingerprint", "timings")
+
+
+def record_to_row(record: CaptionResult) -> dict[str, Any]:
+    d = record.model_dump(mode="json")
+    row = {k: d[k] for k in SCALAR_FIELDS}
+    row["caption_fallback"] = d["caption_fallback"]
+    row["fingerprint_id"] = (d.get("fingerprint") or {}).get("id")
+    for k in JSON_FIELDS:
+        row[k] = json.dumps(d[k], ensure_ascii=False)
+    return row
+
+
+def row_to_record(row: dict[str, Any]) -> CaptionResult:
+    d = {k: row[k] for k in SCALAR_FIELDS}
+    d["caption_fallback"] = row["caption_fallback"]
+    for k in JSON_FIELDS:
+        d[k] = json.loads(row[k]) if row[k] is not None else None
+    if d["fingerprint"] is None:
+        d.pop("fingerprint")
+    return CaptionResult.model_validate(d)
+
+
+def parquet_schema():
+    import pyarrow as pa
+
+    fields = [pa.field(k, pa.string()) for k in SCALAR_FIELDS]
+    fields.append(pa.field("caption_fallback", pa.bool_()))
+    fields.append(pa.field("fingerprint_id", pa.string()))
+    fields += [pa.field(k, pa.string()) for k in JSON_FIELDS]
+    return pa.schema(fields)
+
+
+class ParquetSink(_ShardedSink):
+    format = "parquet"
+    prefix = "part"
+    suffix = ".parquet"
+
+    def _begin(self, tmp: Path) -> None:
+        self._rows: list[dict[str, Any]] = []
+
+    def _add(self, record: CaptionResult, data: bytes | None) -> None:
+        self._rows.append(record_to_row(record))
+
+    def _finish(self, tmp: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist(self._rows, schema=parquet_schema())
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f, compression="zstd")
+            f.flush()
+            os.fsync(f.fileno())
+        self._rows = []
+
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+def wds_key(record_id: str) -> str:
+    """A WebDataset key for an id: the id itself when it is a safe file name without dots."""
+    if _SAFE_KEY.match(record_id):
+        return record_id
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", record_id).strip("_")[-60:] or "item"
+    return f"{slug}-{hashlib.sha1(record_id.encode('utf-8')).hexdigest()[:8]}"
+
+
+class WdsSink(_ShardedSink):
+    format = "wds"
+    prefix = "shard"
+    suffix = ".tar"
+    needs_bytes = True
+
+    def __init__(self, output: Path, shard_size: int = 1000) -> None:
+        super().__init__(output, shard_size)
+        self.stats["samples_without_image"] = 0
+
+    def accepts(self, status: str) -> bool:
+        return status == "ok"
+
+    def _begin(self, tmp: Path) -> None:
+        self._file = open(tmp, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
+
+    def _member(self, name: str, payload: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(payload), 0, 0o644
+        self._tar.addfile(info, io.BytesIO(payload))
+
+    def _add(self, record: CaptionResult, data: bytes | None) -> None:
+        key = wds_key(record.id)
+        if data:
+            ext = sniff_image_format(data) or (Path(record.source).suffix.lstrip(".").lower() or "img")
+            self._member(f"{key}.{ext}", data)
+        else:
+            self.stats["samples_without_image"] += 1
+        self._member(f"{key}.txt", (record.final_caption or "").encode("utf-8"))
+        self._member(f"{key}.json", record.to_json().encode("utf-8"))
+
+    def _finish(self, tmp: Path) -> None:
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+
+def open_sink(format: str, output: Path, *, shard_size: int = 1000, sidecar_policy: str = "skip") -> Sink:
+    fmt = format.lower()
+    if fmt == "jsonl":
+        return JsonlSink(output)
+    if fmt == "parquet":
+        return ParquetSink(output, shard_size)
+    if fmt in ("wds", "webdataset"):
+        return WdsSink(output, shard_size)
+    if fmt == "sidecar":
+        return SidecarSink(output, sidecar_policy)
+    raise SinkError(f"unknown output format {format!r}: choose from {', '.join(SINK_FORMATS)}")
+
+
+def read_parquet_records(folder: Path):
+    """The records of a Parquet output folder (committed shards), as ``CaptionResult``s."""
+    import pyarrow.parquet as pq
+
+    for shard in sorted(Path(folder).glob("part-*.parquet")):
+        for batch in pq.ParquetFile(shard).iter_batches(batch_size=256):
+            for row in batch.to_pylist():
+                yield row_to_record(row)

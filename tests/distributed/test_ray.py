@@ -1,0 +1,108 @@
+"""The Ray distributor on a local 2-CPU Ray: the same records as a single-machine run, resume, and
+the fingerprint refusal. Real tiny models in the actors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import iohelpers
+from iohelpers import model_args
+
+from scalecap.cli import app  # noqa: E402
+from scalecap.io import FingerprintMismatch, read_records  # noqa: E402
+from scalecap.io.sources import open_source  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(420)]
+ray = pytest.importorskip("ray")
+NAMES = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"]
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ray")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, _temp_dir=str(tmp),
+             log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(iohelpers)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, sample_images) -> Path:
+    src = next(iter(sample_images.values())).parent
+    d = tmp_path_factory.mktemp("photos") / "ray photos"
+    d.mkdir()
+    for n in NAMES:
+        shutil.copyfile(src / n, d / n)
+    return d
+
+
+def test_ray_cli_and_api_equal_a_single_machine_run_and_resume(ray_local, photos, tiny_models, tmp_path):
+    runner = CliRunner()
+    local = tmp_path / "local.jsonl"
+    res = runner.invoke(app, ["caption", str(photos), "-o", str(local), "--no-progress", *model_args(tiny_models)])
+    assert res.exit_code == 0, res.output
+    expected = {r.id: r.stable_json() for r in read_records(local)}
+    assert sorted(expected) == sorted(NAMES)
+
+    out = tmp_path / "ray_out"
+    res = runner.invoke(app, ["caption", str(photos), "-o", str(out), "--ray", "--num-actors", "2", "--limit", "2",
+                              "--ray-batch-size", "1", "--no-progress", *model_args(tiny_models)])
+    assert res.exit_code == 0, res.output
+    assert len(list(out.glob("part-*.jsonl"))) == 2  # one shard per batch
+    assert sorted(r.id for r in read_records(out)) == NAMES[:2]
+
+    # The Python API on a ray.data dataset of all four: the two done ids are skipped before distributing.
+    from scalecap.distributed import ScaleCapFactory, caption_ray_dataset
+    from scalecap.distributed.ray_runner import item_to_row
+
+    vlm, llm = str(tiny_models["qwen2vl"]), str(tiny_models["qwen2"])
+    settings = dict(budget=1, max_tokens_caption=24, max_tokens_instructions=24, max_tokens_answer=16,
+                    max_tokens_summary=24)
+    from scalecap.config import Settings
+
+    factory = ScaleCapFactory({"captioner": vlm, "scorer": vlm, "writer": llm}, Settings(**settings))
+    ds = ray.data.from_items([item_to_row(i) for i in open_source([str(photos)])])
+    seen = []
+    summary = caption_ray_dataset(ds, factory, out, num_actors=2, batch_size=2, on_result=lambda r: seen.append(r.id))
+    assert sorted(seen) == NAMES[2:] and summary.ok == 2 and summary.exit_code == 0
+
+    got = list(read_records(out))
+    assert len(got) == len(NAMES) and {r.id for r in got} == set(NAMES)
+    for r in got:
+        assert r.stable_json() == expected[r.id], f"{r.id}: Ray and single-machine records differ"
+    summary_file = json.loads((out / "summary.json").read_text())
+    assert summary_file["run"]["ok"] == 2 and summary_file["run"]["usage"]["total_tokens"] > 0
+
+    # Run again: nothing left to do, nothing sent to the cluster.
+    res = runner.invoke(app, ["caption", str(photos), "-o", str(out), "--ray", "--no-progress", *model_args(tiny_models)])
+    assert res.exit_code == 0 and "4 already done" in res.output
+
+
+def test_ray_refuses_another_fingerprint_and_retries_failures(ray_local, tmp_path):
+    out = tmp_path / "o"
+    rows = [{"id": f"r{i}", "image": iohelpers.png_bytes(10 + i, 10)} for i in range(4)]
+    s = _fake_run(rows, out, "fp-A", fail_ids={"r1"})
+    assert (s.ok, s.failed) == (3, 1)
+    with pytest.raises(FingerprintMismatch, match="fp-A"):
+        _fake_run(rows, out, "fp-B")
+    s = _fake_run(rows, out, "fp-A")  # the failed record is retried and replaced
+    assert (s.ok, s.failed) == (1, 0)
+    recs = list(read_records(out))
+    assert sorted(r.id for r in recs) == ["r0", "r1", "r2", "r3"] and all(r.ok for r in recs)
+    lines = [line for p in out.glob("part-*.jsonl") for line in p.read_text().splitlines()]
+    assert len(lines) == 4
+
+
+def _fake_run(rows, out, fid, fail_ids=()):
+    from scalecap.distributed import caption_ray_dataset
+
+    return caption_ray_dataset(ray.data.from_items(rows), iohelpers.FakeFactory(fid, fail_ids), out, num_actors=1,
+                               num_cpus_per_actor=0.5, batch_size=2)

@@ -1,0 +1,186 @@
+"""Journal and sinks with an instant fake captioner: the I/O machinery on its own.
+
+(Everything that involves real pipeline behaviour runs the tiny real models: see
+test_resume_kill.py, test_cli_data.py and tests/distributed.)
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from iohelpers import FakeCaptioner, read_jsonl
+from typer.testing import CliRunner
+
+from scalecap.cli import app
+from scalecap.io.journal import (
+    FingerprintMismatch,
+    JournalError,
+    compact,
+    read_journal,
+    read_records,
+)
+from scalecap.io.sinks import SinkError, read_parquet_records, wds_key
+from scalecap.records import CaptionResult
+from scalecap.run import CaptionJob, run_job
+
+ALL = ["a.png", "b photo.jpg", "sub dir/c.png", "sub dir/d.webp", "sub dir/e.gif", "çafé ☕.png"]
+
+
+def job(folder, out, **kw):
+    return CaptionJob(inputs=[str(folder)], output=Path(out), concurrency=3, **kw)
+
+
+def test_jsonl_torn_line_is_cut_and_damage_elsewhere_is_refused(small_folder, tmp_path, fake):
+    out = tmp_path / "run.jsonl"
+    run_job(fake, job(small_folder, out, limit=3))
+    with out.open("a", encoding="utf-8") as f:
+        f.write('{"id": "sub dir/d.webp", "status": "o')  # kill -9 in the middle of a write
+    s = run_job(fake, job(small_folder, out))
+    assert (s.skipped, s.ok) == (3, 3)
+    recs = read_jsonl(out)
+    assert sorted(r["id"] for r in recs) == sorted(ALL)
+    lines = out.read_text(encoding="utf-8").splitlines()
+    lines.insert(1, "garbage")
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(JournalError, match="damaged line"):
+        run_job(fake, job(small_folder, out))
+
+
+def test_failed_records_are_retried_and_replaced_without_duplicates(small_folder, tmp_path):
+    out = tmp_path / "run.jsonl"
+    s = run_job(FakeCaptioner(fail_ids={"a.png", "sub dir/c.png"}), job(small_folder, out))
+    assert (s.ok, s.failed, s.exit_code) == (4, 2, 1)
+    s = run_job(FakeCaptioner(fail_ids={"a.png", "sub dir/c.png"}), job(small_folder, out, retry_failed=False))
+    assert (s.skipped, s.processed, s.exit_code) == (6, 0, 0)
+    s = run_job(FakeCaptioner(fail_ids={"sub dir/c.png"}), job(small_folder, out))
+    assert (s.skipped, s.retried, s.ok, s.failed) == (4, 2, 1, 1)
+    recs = read_jsonl(out)
+    assert sorted(r["id"] for r in recs) == sorted(ALL)  # compacted: one record per id
+    assert {r["id"]: r["status"] for r in recs}["a.png"] == "ok"
+    summary = json.loads((tmp_path / "run.summary.json").read_text())
+    assert summary["output"]["by_status"] == {"failed": 1, "ok": 5}
+    assert summary["run"]["retried"] == 2
+
+
+def test_fingerprint_mismatch_is_refused_unless_allowed(small_folder, tmp_path):
+    out = tmp_path / "run.jsonl"
+    run_job(FakeCaptioner("fp-A"), job(small_folder, out, limit=2))
+    with pytest.raises(FingerprintMismatch, match="fp-A"):
+        run_job(FakeCaptioner("fp-B"), job(small_folder, out))
+    s = run_job(FakeCaptioner("fp-B"), job(small_folder, out, allow_mixed_fingerprints=True))
+    assert s.ok == 4
+    state = read_journal(out)
+    assert dict(state.fingerprints) == {"fp-A": 2, "fp-B": 4}
+
+
+def test_parquet_shards_commit_atomically_and_orphans_are_redone(small_folder, tmp_path, fake):
+    out = tmp_path / "pq"
+    s = run_job(fake, job(small_folder, out, format="parquet", shard_size=4, limit=5))
+    assert sorted(p.name for p in out.glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]
+    # a kill between a shard's rename and its index line: the shard is an orphan
+    index = out / "_shards.jsonl"
+    entries = index.read_text().splitlines()
+    index.write_text(entries[0] + "\n" + entries[1][:10])  # and a torn index line
+    (out / "part-00002.parquet.tmp").write_bytes(b"half a shard")
+    s = run_job(fake, job(small_folder, out, format="parquet", shard_size=4))
+    assert s.replayed == 1 and s.ok == 1
+    rows = list(read_parquet_records(out))
+    assert sorted(r.id for r in rows) == sorted(ALL)
+    by_id = {r.id: r for r in read_records(out)}
+    assert all(by_id[r.id].stable_json() == r.stable_json() for r in rows)  # round trip through Parquet
+    assert not list(out.glob("*.tmp"))
+
+
+def test_webdataset_shards_hold_image_caption_and_record_under_safe_keys(small_folder, tmp_path, fake):
+    out = tmp_path / "wds"
+    run_job(fake, job(small_folder, out, format="wds", shard_size=4))
+    names = []
+    for shard in sorted(out.glob("shard-*.tar")):
+        with tarfile.open(shard) as t:
+            for m in t.getmembers():
+                assert "/" not in m.name and ".." not in m.name
+                names.append(m.name)
+                if m.name.endswith(".json"):
+                    rec = CaptionResult.from_json(t.extractfile(m).read())
+                    key = wds_key(rec.id)
+                    assert t.extractfile(f"{key}.txt").read().decode() == rec.final_caption
+    keys = {wds_key(i) for i in ALL}
+    assert len(names) == 3 * len(ALL) and len(keys) == len(ALL)
+    assert {n.split(".")[0] for n in names} == keys
+    assert wds_key("abc_1-2") == "abc_1-2" and wds_key("../etc/x.jpg").startswith("etc_x_jpg-")
+
+
+def test_webdataset_replay_reads_the_image_again(small_folder, tmp_path, fake):
+    out = tmp_path / "wds"
+    run_job(fake, job(small_folder, out, format="wds", shard_size=100, limit=3))
+    (out / "_shards.jsonl").unlink()  # as if killed before the first commit
+    for p in out.glob("shard-*.tar"):
+        p.unlink()
+    s = run_job(fake, job(small_folder, out, format="wds", shard_size=100))
+    assert (s.replayed, s.ok) == (3, 3)
+    with tarfile.open(next(out.glob("shard-*.tar"))) as t:
+        images = [m for m in t.getmembers() if not m.name.endswith((".txt", ".json"))]
+    assert len(images) == 6
+
+
+def test_sidecar_policies_and_idempotent_append(small_folder, tmp_path, fake):
+    (small_folder / "a.txt").write_text("my own caption\n")
+    out = tmp_path / "run.jsonl"
+    run_job(fake, job(small_folder, out, format="sidecar"))
+    assert (small_folder / "a.txt").read_text() == "my own caption\n"  # skip (default)
+    assert (small_folder / "sub dir" / "c.txt").read_text().startswith("A picture of 12x12")
+    out2 = tmp_path / "run2.jsonl"
+    run_job(fake, job(small_folder, out2, format="sidecar", sidecar_policy="append"))
+    text = (small_folder / "a.txt").read_text()
+    assert text.startswith("my own caption\n") and text.count("A picture of") == 1
+    (tmp_path / "run2.jsonl.sidecars").unlink()  # replay everything: append must not repeat itself
+    s = run_job(fake, job(small_folder, out2, format="sidecar", sidecar_policy="append"))
+    assert s.replayed == 6 and (small_folder / "a.txt").read_text() == text
+    run_job(fake, job(small_folder, tmp_path / "run3.jsonl", format="sidecar", sidecar_policy="overwrite"))
+    assert (small_folder / "a.txt").read_text().startswith("A picture of 10x20")
+
+
+def test_sidecars_are_refused_for_non_local_sources(tmp_path, fake):
+    (tmp_path / "s.tar").write_bytes(b"")
+    with pytest.raises(SinkError, match="beside local image files"):
+        run_job(fake, CaptionJob(inputs=[str(tmp_path / "s.tar")], output=tmp_path / "o.jsonl", format="sidecar"))
+
+
+def test_compact_keeps_the_last_record_per_id(tmp_path):
+    p = tmp_path / "j.jsonl"
+    rows = [{"id": "a", "status": "failed"}, {"id": "b", "status": "ok"}, {"id": "a", "status": "ok"}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert compact(p) == 1
+    assert read_jsonl(p) == rows[1:]
+
+
+def test_export_llava_and_llamafactory_from_the_cli(small_folder, tmp_path):
+    out = tmp_path / "run.jsonl"
+    run_job(FakeCaptioner(fail_ids={"a.png"}), job(small_folder, out))
+    runner = CliRunner()
+    res = runner.invoke(app, ["export", "llava", str(out), "-o", str(tmp_path / "llava.json"),
+                              "--image-root", str(small_folder)])
+    assert res.exit_code == 0, res.output
+    assert "exported 5 records" in res.output and "skipped 1" in res.output
+    data = json.loads((tmp_path / "llava.json").read_text())
+    assert len(data) == 5
+    first = data[0]
+    assert set(first) == {"id", "image", "conversations"}
+    assert first["conversations"][0] == {"from": "human", "value": "<image>\nDescribe this image in detail."}
+    assert first["conversations"][1]["from"] == "gpt" and first["conversations"][1]["value"].startswith("A picture")
+    assert not first["image"].startswith("/") and (small_folder / first["image"]).is_file()
+
+    res = runner.invoke(app, ["export", "llamafactory", str(out), "-o", str(tmp_path / "lf"), "--prompt", "Caption it."])
+    assert res.exit_code == 0, res.output
+    info = json.loads((tmp_path / "lf" / "dataset_info.json").read_text())
+    assert info["scalecap"]["formatting"] == "sharegpt"
+    assert info["scalecap"]["columns"] == {"messages": "messages", "images": "images"}
+    assert info["scalecap"]["tags"]["user_tag"] == "user"
+    rows = json.loads((tmp_path / "lf" / info["scalecap"]["file_name"]).read_text())
+    assert len(rows) == 5
+    assert rows[0]["messages"][0] == {"role": "user", "content": "<image>Caption it."}
+    assert Path(rows[0]["images"][0]).is_file()
+    assert runner.invoke(app, ["export", "coco", str(out), "-o", str(tmp_path / "x")]).exit_code == 2
