@@ -125,7 +125,7 @@ def caption(
     from .filters import build_filters
     from .io import (FetchConfig, FingerprintMismatch, JournalError, SinkError, SourceOptions, SourceSpecError,
                      open_sink, open_source)
-    from .progress import parse_prices
+    from .pricing import Prices
     from .run import CaptionJob, parse_shard
 
     roles, file_settings = build_roles(model, captioner, scorer, writer, api_base, api_key_env, config)
@@ -145,7 +145,7 @@ def caption(
                          retry_failed=retry_failed, allow_mixed_fingerprints=allow_mixed_fingerprints, limit=limit,
                          shard=parse_shard(shard) if shard else None,
                          filters=build_filters(min_short_edge, complexity, complexity_scorer, settings.max_pixels),
-                         prices=parse_prices(price), fetch=fetch, source=source)
+                         prices=Prices.parse(price), fetch=fetch, source=source)
     except (ValueError, OSError, SourceSpecError, SinkError, ImportError) as exc:
         _fail(str(exc))
     try:

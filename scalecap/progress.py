@@ -11,9 +11,9 @@ caption_rating, answer_rating                         scorer
 instructions, object_summary, position_summary, final  writer
 ====================================================  =========
 
-Prices are USD per million tokens, prompt:completion, per role or per stage (a stage price wins
-over its role's): ``--price writer=0.5:1.5 --price scorer=0.1:0``. A stage without a price has no
-cost (``null``), never a guessed one.
+Prices (``scalecap.pricing``) are USD per million tokens, prompt:completion, per role or per stage
+(a stage price wins over its role's): ``--price writer=0.5:1.5 --price scorer=0.1:0``. A stage
+without a price has no cost (``null``), never a guessed one.
 """
 
 from __future__ import annotations
@@ -23,44 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-STAGE_ROLES = {
-    "caption": "captioner", "answers": "captioner",
-    "caption_rating": "scorer", "answer_rating": "scorer",
-    "instructions": "writer", "object_summary": "writer", "position_summary": "writer", "final": "writer",
-}
-ROLES = ("captioner", "scorer", "writer")
-
-
-def role_of(stage: str) -> str:
-    if stage in STAGE_ROLES:
-        return STAGE_ROLES[stage]
-    return "scorer" if "rating" in stage else "writer"
-
-
-@dataclass(frozen=True)
-class Price:
-    """USD per 1M tokens."""
-
-    prompt: float
-    completion: float = 0.0
-
-
-def parse_prices(specs: list[str] | None) -> dict[str, Price]:
-    """``["writer=0.5:1.5", "final=1"]`` -> {name: Price}; names are roles or stages."""
-    out: dict[str, Price] = {}
-    for spec in specs or []:
-        name, sep, value = spec.partition("=")
-        name = name.strip()
-        if not sep or (name not in ROLES and name not in STAGE_ROLES):
-            raise ValueError(f"--price expects ROLE=IN:OUT or STAGE=IN:OUT (roles: {', '.join(ROLES)}; stages: "
-                             f"{', '.join(STAGE_ROLES)}), got {spec!r}")
-        p, _, c = value.partition(":")
-        try:
-            out[name] = Price(float(p), float(c) if c else 0.0)
-        except ValueError:
-            raise ValueError(f"--price {spec!r}: prices are numbers, USD per 1M tokens, as IN:OUT") from None
-    return out
-
+from .pricing import Prices, role_of
 
 @dataclass
 class Usage:
@@ -81,9 +44,9 @@ class Usage:
     def total_tokens(self) -> int:
         return sum(p + c for _, p, c in self.stages.values())
 
-    def report(self, prices: dict[str, Price] | None = None) -> dict[str, Any]:
+    def report(self, prices: Prices | None = None) -> dict[str, Any]:
         """Per stage and per role: calls, tokens and (where priced) cost in USD."""
-        prices = prices or {}
+        prices = prices or Prices()
         by_stage: dict[str, Any] = {}
         by_role: dict[str, dict[str, Any]] = {}
         total_cost = 0.0
@@ -91,7 +54,7 @@ class Usage:
         for stage in sorted(self.stages):
             calls, prompt, completion = self.stages[stage]
             role = role_of(stage)
-            price = prices.get(stage) or prices.get(role)
+            price = prices.for_stage(stage)
             cost = None
             if price is not None:
                 cost = round((prompt * price.prompt + completion * price.completion) / 1e6, 6)
@@ -107,7 +70,7 @@ class Usage:
                 r["cost_usd"] = round((r["cost_usd"] or 0.0) + cost, 6)
         return {"by_stage": by_stage, "by_role": by_role, "total_tokens": self.total_tokens,
                 "total_cost_usd": round(total_cost, 6) if priced_any else None,
-                "prices_usd_per_1m_tokens": {k: [v.prompt, v.completion] for k, v in sorted(prices.items())}}
+                "prices_usd_per_1m_tokens": prices.describe()}
 
 
 class JobProgress:

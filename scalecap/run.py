@@ -51,7 +51,8 @@ from .io.journal import (
 )
 from .io.sinks import Sink, SinkError, open_sink
 from .io.sources import IMAGE_SUFFIXES, Source, SourceOptions, local_path, open_source
-from .progress import JobProgress, Price, Usage
+from .pricing import Prices
+from .progress import JobProgress, Usage
 from .records import CaptionResult
 
 __all__ = ["CaptionJob", "JobSummary", "Worker", "run_job", "iter_image_files", "read_done_ids", "in_shard",
@@ -75,7 +76,7 @@ class CaptionJob:
     limit: int | None = None
     shard: tuple[int, int] | None = None
     filters: FilterSet | None = None
-    prices: dict[str, Price] = field(default_factory=dict)
+    prices: Prices = field(default_factory=Prices)
     fetch: FetchConfig = field(default_factory=FetchConfig)
     #: Use this source instead of opening ``inputs`` (Python API: any ``Source``).
     source: Source | None = None

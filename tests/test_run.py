@@ -18,7 +18,8 @@ from scalecap.filters import (  # noqa: E402
     MinShortEdge,
     build_filters,
 )
-from scalecap.progress import JobProgress, Price, Usage, parse_prices, role_of  # noqa: E402
+from scalecap.pricing import Price, Prices, role_of
+from scalecap.progress import JobProgress, Usage
 from scalecap.run import CaptionJob, parse_shard, run_job, shard_of  # noqa: E402
 
 
@@ -120,11 +121,11 @@ def test_complexity_scorer_orders_simple_below_busy_and_is_pluggable():
 
 
 def test_prices_roles_and_the_summary_file(many, tmp_path):
-    prices = parse_prices(["captioner=1:2", "writer=0.5:1.5", "final=10:10"])
-    assert prices["final"] == Price(10, 10)
+    prices = Prices.parse(["captioner=1:2", "writer=0.5:1.5", "final=10:10"])
+    assert prices.for_stage("final") == Price(10, 10) and prices.for_stage("answers") == Price(1, 2)
     assert role_of("answers") == "captioner" and role_of("answer_rating") == "scorer" and role_of("final") == "writer"
     with pytest.raises(ValueError):
-        parse_prices(["painter=1:2"])
+        Prices.parse(["painter=1:2"])
     events = []
 
     class Recorder(JobProgress):

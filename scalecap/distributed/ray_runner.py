@@ -40,7 +40,8 @@ from ..images import ImageItem
 from ..io.fetch import FetchConfig, UrlLoader
 from ..io.journal import FingerprintMismatch, atomic_write_bytes, fsync_dir, iter_lines
 from ..io.sources import FailLoader, FileLoader
-from ..progress import JobProgress, Price
+from ..pricing import Prices
+from ..progress import JobProgress
 from ..records import CaptionResult
 from ..run import JobSummary, Worker, fingerprint_id, summary_dict
 
@@ -194,7 +195,7 @@ class _CaptionActor:
 def caption_ray_dataset(ds, scalecap_factory: Callable[[], Any], output_dir: str | Path, *, num_actors: int = 2,
                         num_cpus_per_actor: float = 1.0, concurrency: int = 8, batch_size: int = 8,
                         filters: FilterSet | None = None, retry_failed: bool = True, resume: bool = True,
-                        allow_mixed_fingerprints: bool = False, prices: dict[str, Price] | None = None,
+                        allow_mixed_fingerprints: bool = False, prices: Prices | None = None,
                         fetch: FetchConfig | None = None, progress: JobProgress | None = None,
                         on_result: Callable[[CaptionResult], None] | None = None) -> JobSummary:
     """Caption the rows of a ``ray.data.Dataset`` (``id`` + ``image`` bytes / ``path`` / ``url``,
@@ -282,7 +283,7 @@ def _prepare(output_dir: str | Path, resume: bool) -> Path:
 
 def _caption(ds, factory, out: Path, state: ShardStoreState, summary: JobSummary, *, num_actors: int,
              num_cpus_per_actor: float, concurrency: int, batch_size: int, filters: FilterSet | None,
-             allow_mixed: bool, prices: dict[str, Price] | None, fetch: FetchConfig | None,
+             allow_mixed: bool, prices: Prices | None, fetch: FetchConfig | None,
              progress: JobProgress, on_result, job) -> JobSummary:
     import ray
     import ray.data as rd

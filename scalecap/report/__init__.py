@@ -15,7 +15,7 @@ from .build import (
                     json_for_html,
 )
 from .data import UnreadableLine
-from .pricing import Price, PriceError, Prices
+from ..pricing import Price, PriceError, Prices
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE", "DEFAULT_SINGLE_FILE_LIMIT", "Histogram", "Price", "PriceError", "Prices",

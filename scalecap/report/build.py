@@ -38,7 +38,7 @@ from urllib.parse import quote
 import numpy as np
 
 from .data import Collector, UnreadableLine, count_lines, iter_run
-from .pricing import Prices
+from ..pricing import Prices
 from .thumbs import local_path, make_thumbnail, source_link
 
 FORMAT_VERSION = 1

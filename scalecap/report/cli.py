@@ -16,7 +16,7 @@ from .build import (
     ReportError,
     build_report,
 )
-from .pricing import PriceError, Prices
+from ..pricing import PriceError, Prices
 
 
 def _fmt_usd(x: float | None) -> str:

@@ -18,7 +18,7 @@ from scalecap.report import build_report
 pytestmark = pytest.mark.browser
 
 
-def wait_js(page, expr: str, arg=None, timeout: float = 10.0) -> None:
+def wait_js(page, expr: str, arg=None, timeout: float = 30.0) -> None:
     """Poll a JS function until it returns something truthy.
 
     (Playwright's wait_for_function evaluates its predicate with eval() inside the page, which the
@@ -120,7 +120,8 @@ def test_single_file_report(crafted_run: Path, tmp_path: Path, watch) -> None:
     wait_cards(page, 1)
     assert visible_cards(page) == ["street_42"]
     page.fill("#search", "cabinet")  # caption text
-    wait_cards(page, 1)
+    wait_cards(page, 2)  # "cabinet" and "cabinets"
+    assert sorted(visible_cards(page)) == ["coco_000139", "kitchen_remote"]
     page.fill("#search", "")
     wait_cards(page, 8)
     page.select_option("#f-status", "1")

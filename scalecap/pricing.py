@@ -1,4 +1,4 @@
-"""Token prices for the report's cost column.
+"""Token prices: what a run cost, per stage and per role (used by ``caption`` and ``report``).
 
 Prices are in USD per one million tokens, prompt and completion separately. A price can be set for
 a pipeline stage (``caption``, ``answer_rating`` ...), for a model role (``captioner``, ``scorer``,
@@ -30,6 +30,13 @@ STAGE_ROLES: dict[str, str] = {
 }
 ROLES = ("captioner", "scorer", "writer")
 DEFAULT_KEYS = ("*", "default", "all")
+
+
+def role_of(stage: str) -> str:
+    """The role that serves a stage (unknown rating stages are the scorer's, the rest the writer's)."""
+    if stage in STAGE_ROLES:
+        return STAGE_ROLES[stage]
+    return "scorer" if "rating" in stage else "writer"
 
 
 class PriceError(ValueError):
@@ -81,6 +88,9 @@ class Prices:
             name = name.strip()
             if not sep or not name or not value.strip():
                 raise PriceError(f"price {spec!r}: expected NAME=PROMPT[:COMPLETION], e.g. caption=0.2:0.8")
+            if name not in STAGE_ROLES and name not in ROLES and name not in DEFAULT_KEYS:
+                raise PriceError(f"price {spec!r}: {name!r} is neither a role ({', '.join(ROLES)}), a stage "
+                                 f"({', '.join(STAGE_ROLES)}) nor '*'")
             p, sep2, c = value.partition(":")
             price = Price(_number(p.strip(), spec), _number(c.strip(), spec) if sep2 else _number(p.strip(), spec))
             if name in DEFAULT_KEYS:
@@ -110,6 +120,13 @@ class Prices:
             else:
                 table.by_name[name] = price
         return table
+
+    def describe(self) -> dict[str, list[float]]:
+        """The table as plain data (for summary files): name -> [prompt, completion]."""
+        out = {k: [v.prompt, v.completion] for k, v in sorted(self.by_name.items())}
+        if self.default is not None:
+            out["*"] = [self.default.prompt, self.default.completion]
+        return out
 
     def for_stage(self, stage: str) -> Price | None:
         if stage in self.by_name:
