@@ -22,14 +22,20 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def build_roles(model: Optional[str], captioner: Optional[str], scorer: Optional[str], writer: Optional[str],
-                api_base: Optional[str], api_key_env: Optional[str], config: Optional[Path]) -> tuple[dict, dict]:
+                api_base: Optional[str], api_key_env: Optional[str], config: Optional[Path],
+                trust_remote_code: bool = False) -> tuple[dict, dict]:
     """Role -> ModelConfig from the command line (or a config file), and the file's settings."""
+    from pydantic import ValidationError
+
     from .config import ModelConfig, RunConfig
 
     settings: dict[str, Any] = {}
     roles: dict[str, Any] = {}
     if config is not None:
-        run_config = RunConfig.load(config)
+        try:
+            run_config = RunConfig.load(config)
+        except (OSError, ValueError, ValidationError) as exc:
+            _fail(f"config file {config}: {exc}")
         roles = {r: getattr(run_config, r) for r in ("captioner", "scorer", "writer")}
         settings = run_config.settings.model_dump(exclude_unset=True)
     overrides = {"captioner": captioner, "scorer": scorer, "writer": writer}
@@ -40,7 +46,7 @@ def build_roles(model: Optional[str], captioner: Optional[str], scorer: Optional
         if api_base:
             roles[role] = ModelConfig(backend="openai", model=name, api_base=api_base, api_key_env=api_key_env)
         else:
-            roles[role] = ModelConfig(model=name)
+            roles[role] = ModelConfig(model=name, trust_remote_code=trust_remote_code)
     missing = [r for r in ("captioner", "scorer", "writer") if r not in roles]
     if missing:
         _fail(f"no model for {', '.join(missing)}: give --model (all roles), --{missing[0]}, or --config FILE")
@@ -83,6 +89,7 @@ def caption(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML/YAML file binding roles to models."),
     api_base: Optional[str] = typer.Option(None, help="OpenAI-compatible server for the named models (vLLM, SGLang...)."),
     api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the API key."),
+    trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a checkpoint (off unless asked)."),
     budget: Optional[str] = typer.Option(None, help="Max object questions N per image ('all' = no cap)."),
     tau: Optional[float] = typer.Option(None, help="Sentence threshold (default per score mode)."),
     score_mode: Optional[str] = typer.Option(None, help="prob (paper), logprob or logit."),
@@ -128,7 +135,8 @@ def caption(
     from .pricing import Prices
     from .run import CaptionJob, parse_shard
 
-    roles, file_settings = build_roles(model, captioner, scorer, writer, api_base, api_key_env, config)
+    roles, file_settings = build_roles(model, captioner, scorer, writer, api_base, api_key_env, config,
+                                       trust_remote_code)
     given = {"budget": budget, "tau": tau, "score_mode": score_mode, "preset": preset, "tagger": tagger,
              "store_tokens": store_tokens or None}
     settings_dict = {**file_settings, **parse_sets(set_), **{k: v for k, v in given.items() if v is not None}}
@@ -251,23 +259,16 @@ def demo(
     raise typer.Exit(run_demo(out, concurrency, console))
 
 
-def _mount_optional() -> None:
-    """Sub-commands of other rooms of the package; each is imported only when present."""
-    try:
-        from .eval.cli import app as eval_app
-    except ImportError:
-        eval_app = None
-    if eval_app is not None:
-        app.add_typer(eval_app, name="eval", help="Measure caption quality (VQA, CHAIR, CAPTURE, CaptionQA).")
-    try:
-        from .report.cli import report_command
-    except ImportError:
-        report_command = None
-    if report_command is not None:
-        app.command("report")(report_command)
+def _mount_subcommands() -> None:
+    """Sub-commands that live in other rooms of the package (their heavy imports stay lazy)."""
+    from .eval.cli import app as eval_app
+    from .report.cli import report_command
+
+    app.add_typer(eval_app, name="eval", help="Measure caption quality (VQA, CHAIR, CAPTURE, CaptionQA).")
+    app.command("report")(report_command)
 
 
-_mount_optional()
+_mount_subcommands()
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
@@ -63,7 +64,7 @@ class HFBackend(InProcessBackend):
         load_kw: dict[str, Any] = {"trust_remote_code": config.trust_remote_code}
         if config.revision:
             load_kw["revision"] = config.revision
-        hf_config = AutoConfig.from_pretrained(config.model, **load_kw)
+        hf_config = _load_config(AutoConfig, config.model, load_kw)
         self._is_vlm = hasattr(hf_config, "vision_config")
         self.device = self._pick_device(config.device)
         dtype = self._pick_dtype(config.dtype)
@@ -287,6 +288,19 @@ class HFBackend(InProcessBackend):
             return getattr(torch, dtype)
         except AttributeError:
             raise ValueError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)") from None
+
+
+def _load_config(auto_config, model: str, load_kw: dict[str, Any]):
+    """The model's config, with errors that say what to do (transformers' own are cryptic here)."""
+    looks_local = model.startswith(("/", "./", "../", "~")) or os.sep in model.strip("/").split("/", 1)[-1]
+    path = os.path.expanduser(model)
+    if looks_local and not os.path.isdir(path):
+        raise ValueError(f"model {model!r}: no such folder (give a local model folder or a hub id such as "
+                         "Qwen/Qwen2.5-VL-7B-Instruct)")
+    try:
+        return auto_config.from_pretrained(path if os.path.isdir(path) else model, **load_kw)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot load model {model!r}: {exc}") from None
 
 
 def _has_xgrammar() -> bool:
