@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tomllib
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from pathlib import Path
 from typing import Any, Literal
 
