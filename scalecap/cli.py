@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperCommand
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -17,8 +18,17 @@ console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
+
+
+def _describe(exc: Exception) -> str:
+    """One line per problem: pydantic's validation errors are long; a user needs field and reason."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
+    return str(exc)
 
 
 def build_roles(model: Optional[str], captioner: Optional[str], scorer: Optional[str], writer: Optional[str],
@@ -154,8 +164,9 @@ def caption(
                          shard=parse_shard(shard) if shard else None,
                          filters=build_filters(min_short_edge, complexity, complexity_scorer, settings.max_pixels),
                          prices=Prices.parse(price), fetch=fetch, source=source)
+        output.parent.mkdir(parents=True, exist_ok=True)  # refuse an unwritable output before loading models
     except (ValueError, OSError, SourceSpecError, SinkError, ImportError) as exc:
-        _fail(str(exc))
+        _fail(_describe(exc))
     try:
         if ray:
             summary = _run_on_ray(roles, settings, job, ray_address, num_actors, actor_cpus, ray_batch_size, progress)
@@ -165,11 +176,13 @@ def caption(
 
                 sc = ScaleCap(**roles, settings=settings)
             except (ValueError, OSError, RuntimeError) as exc:
-                _fail(str(exc))
+                _fail(_describe(exc))
             summary = _run_with_progress(sc, job, progress)
-    except (FingerprintMismatch, JournalError, SinkError, SourceSpecError) as exc:
-        _fail(str(exc))
+    except (FingerprintMismatch, JournalError, SinkError, SourceSpecError, OSError) as exc:
+        _fail(f"{exc} (finished records are kept; run the same command again to resume)")
     _print_summary(summary, output)
+    if summary.total == 0 and summary.skipped == 0 and not summary.source_errors:
+        _fail(f"no images found in {', '.join(inputs)}")
     raise typer.Exit(summary.exit_code)
 
 

@@ -94,3 +94,22 @@ def test_tiny_models_command_builds_loadable_folders(tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "m" / "tiny-qwen2" / "model.safetensors").is_file()
     assert runner.invoke(app, ["tiny-models", str(tmp_path / "m"), "--kinds", "nope"]).exit_code == 2
+
+
+def test_user_errors_are_one_line_messages(tmp_path, tiny_models):
+    vlm = str(tiny_models["qwen2vl"])
+    bad = runner.invoke(app, ["caption", str(tmp_path), "-o", str(tmp_path / "o.jsonl"), "--model", vlm,
+                              "--budget", "abc", "--score-mode", "x"])
+    assert bad.exit_code == 2 and "budget:" in bad.output and "score_mode:" in bad.output
+    assert "Traceback" not in bad.output
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    unwritable = runner.invoke(app, ["caption", str(tmp_path), "-o", str(blocker / "o.jsonl"), "--model", vlm])
+    assert unwritable.exit_code == 2 and "error:" in unwritable.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = runner.invoke(app, ["caption", str(empty), "-o", str(tmp_path / "e.jsonl"), "--model", vlm])
+    assert nothing.exit_code == 2 and "no images found" in nothing.output
+    missing = runner.invoke(app, ["caption", str(empty), "-o", str(tmp_path / "m.jsonl"), "--model",
+                                  str(tmp_path / "no-such-model")])
+    assert missing.exit_code == 2 and "no such folder" in missing.output
