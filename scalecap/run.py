@@ -31,7 +31,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from .progress import JobProgress, Usage
 from .records import CaptionResult
 
 __all__ = ["CaptionJob", "JobSummary", "Worker", "run_job", "iter_image_files", "read_done_ids", "in_shard",
+           "in_scope_items",
            "parse_shard", "IMAGE_SUFFIXES"]
 
 
@@ -194,6 +195,30 @@ def in_shard(record_id: str, shard: tuple[int, int] | None) -> bool:
     return shard is None or shard_of(record_id, shard[1]) == shard[0]
 
 
+def in_scope_items(source: Iterable[ImageItem], job: CaptionJob, summary: JobSummary) -> Iterator[ImageItem]:
+    """The items a job covers (its ``--shard``, then its first ``--limit``), each id once.
+
+    Counts ``summary.total`` and the duplicate ids (the first occurrence is kept); the caller
+    decides what is already done. Shared by the local and the Ray distributor.
+    """
+    seen: set[str] = set()
+    in_scope = 0
+    for item in source:
+        if not in_shard(item.id, job.shard):
+            continue
+        if job.limit is not None and in_scope >= job.limit:
+            break
+        in_scope += 1
+        summary.total += 1
+        if item.id in seen:
+            summary.duplicates += 1
+            if len(summary.duplicate_examples) < 20:
+                summary.duplicate_examples.append(item.id)
+            continue
+        seen.add(item.id)
+        yield item
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``"2/8"`` -> (2, 8)."""
     i, sep, n = text.partition("/")
@@ -271,21 +296,7 @@ def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult]
         summary.replayed += 1
 
     def pending() -> Iterator[ImageItem]:
-        seen: set[str] = set()
-        in_scope = 0
-        for item in source:
-            if not in_shard(item.id, job.shard):
-                continue
-            if job.limit is not None and in_scope >= job.limit:
-                break
-            in_scope += 1
-            summary.total += 1
-            if item.id in seen:
-                summary.duplicates += 1
-                if len(summary.duplicate_examples) < 20:
-                    summary.duplicate_examples.append(item.id)
-                continue
-            seen.add(item.id)
+        for item in in_scope_items(source, job, summary):
             if item.id in state.done:
                 summary.skipped += 1
                 progress.skipped()

@@ -43,7 +43,7 @@ from ..io.sources import FailLoader, FileLoader
 from ..pricing import Prices
 from ..progress import JobProgress
 from ..records import CaptionResult
-from ..run import JobSummary, Worker, fingerprint_id, summary_dict
+from ..run import JobSummary, Worker, fingerprint_id, in_scope_items, summary_dict
 
 SHARD_GLOB = "part-*.jsonl"
 
@@ -229,7 +229,6 @@ def run_ray_job(scalecap_factory: Callable[[], Any], job, *, num_actors: int = 2
 
     from ..io.sinks import SinkError
     from ..io.sources import SourceOptions, open_source
-    from ..run import in_shard
 
     if job.format != "jsonl":
         raise SinkError("--ray writes a folder of JSONL shards (-o FOLDER); convert afterwards, or run "
@@ -241,19 +240,7 @@ def run_ray_job(scalecap_factory: Callable[[], Any], job, *, num_actors: int = 2
     summary = JobSummary()
     progress = progress or JobProgress()
     rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for item in source:
-        if not in_shard(item.id, job.shard):
-            continue
-        if job.limit is not None and summary.total >= job.limit:
-            break
-        summary.total += 1
-        if item.id in seen:
-            summary.duplicates += 1
-            if len(summary.duplicate_examples) < 20:
-                summary.duplicate_examples.append(item.id)
-            continue
-        seen.add(item.id)
+    for item in in_scope_items(source, job, summary):
         if item.id in state.done:
             summary.skipped += 1
             continue
