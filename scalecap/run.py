@@ -311,7 +311,7 @@ def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult]
             journal.append(result)
             item = inflight.pop(result.id, None)
             sink.write(result, worker.stash.pop(result.id, None), item)
-            _count(summary, result, failed_before)
+            count_result(summary, result, failed_before)
             progress.result(result)
             if on_result:
                 on_result(result)
@@ -333,8 +333,9 @@ def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult]
     return summary
 
 
-def _count(summary: JobSummary, result: CaptionResult, failed_before: dict[str, dict]) -> None:
-    if result.id in failed_before:  # a retry: its failed record leaves the output
+def count_result(summary: JobSummary, result: CaptionResult, failed_before: dict[str, dict] | None = None) -> None:
+    """Add one finished record to the summary (a retry replaces its earlier failed record)."""
+    if failed_before and result.id in failed_before:  # a retry: its failed record leaves the output
         summary.retried += 1
         summary.output_counts["failed"] -= 1
         summary.output_usage.add_record(failed_before[result.id], sign=-1)

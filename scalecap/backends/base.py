@@ -125,3 +125,20 @@ class Backend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def chat_messages(prompt: ChatPrompt, image_part: dict[str, Any] | None = None,
+                  answer: str | None = None) -> list[dict[str, Any]]:
+    """OpenAI-style chat messages: system, then the image, then the question, then (for scoring) the
+    text as the assistant's reply. This order lets a server or engine reuse the image prefix across
+    all the requests about one image. ``image_part`` is the backend's own encoding of the image."""
+    messages: list[dict[str, Any]] = []
+    if prompt.system is not None:
+        messages.append({"role": "system", "content": prompt.system})
+    if image_part is None:
+        messages.append({"role": "user", "content": prompt.user})
+    else:
+        messages.append({"role": "user", "content": [image_part, {"type": "text", "text": prompt.user}]})
+    if answer is not None:
+        messages.append({"role": "assistant", "content": answer})
+    return messages

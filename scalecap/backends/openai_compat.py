@@ -50,7 +50,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from ..config import ModelConfig
-from .base import BackendError, Capabilities, CapabilityError, ChatPrompt, Generation, GenerationParams, TokenScores
+from .base import (BackendError, Capabilities, CapabilityError, ChatPrompt, Generation, GenerationParams, TokenScores,
+                   chat_messages)
 from .images_http import DataURLCache, encode_png
 
 log = logging.getLogger(__name__)
@@ -270,20 +271,13 @@ class OpenAIBackend:
         return message.replace(key, "***") if key else message
 
     async def _messages(self, prompt: ChatPrompt, answer: str | None = None) -> list[dict[str, Any]]:
-        """System, then image, then question: the order that lets a server reuse the image prefix."""
-        messages: list[dict[str, Any]] = []
-        if prompt.system is not None:
-            messages.append({"role": "system", "content": prompt.system})
-        if prompt.image is None:
-            messages.append({"role": "user", "content": prompt.user})
-        else:
+        """The image as a data URL, encoded once per image (the first request encodes, off the loop)."""
+        part = None
+        if prompt.image is not None:
             url = (self._images.peek(prompt.image, self.config.max_pixels)
                    or await asyncio.to_thread(self._images.get, prompt.image, self.config.max_pixels))
-            messages.append({"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                                         {"type": "text", "text": prompt.user}]})
-        if answer is not None:
-            messages.append({"role": "assistant", "content": answer})
-        return messages
+            part = {"type": "image_url", "image_url": {"url": url}}
+        return chat_messages(prompt, part, answer)
 
     def _score_body(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         return {"model": self.model, "messages": messages, "add_generation_prompt": False,

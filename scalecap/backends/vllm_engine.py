@@ -33,7 +33,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from .base import (BackendError, Capabilities, ChatPrompt, Generation, GenerationParams, ImageRef,
-                   TokenScores)
+                   TokenScores, chat_messages)
 from .batching import MicroBatcher
 from .inprocess import InProcessBackend
 from .images_http import fit_pixels
@@ -158,20 +158,12 @@ class VLLMBackend(InProcessBackend):
                            prompt_tokens=len(prompt_ids))
 
     def _conversation(self, prompt: ChatPrompt, answer: str | None = None) -> list[dict[str, Any]]:
-        """System, image, question (and the text to score): the order that shares the image prefix."""
-        messages: list[dict[str, Any]] = []
-        if prompt.system is not None:
-            messages.append({"role": "system", "content": prompt.system})
-        if prompt.image is None:
-            messages.append({"role": "user", "content": prompt.user})
-        else:
-            pil = self._fitted(prompt.image)
-            messages.append({"role": "user", "content": [
-                {"type": "image_pil", "image_pil": pil, "uuid": f"{prompt.image.key}:{self.config.max_pixels}"},
-                {"type": "text", "text": prompt.user}]})
-        if answer is not None:
-            messages.append({"role": "assistant", "content": answer})
-        return messages
+        """The image as a PIL part with a stable uuid, so vLLM's multimodal cache recognises it."""
+        part = None
+        if prompt.image is not None:
+            part = {"type": "image_pil", "image_pil": self._fitted(prompt.image),
+                    "uuid": f"{prompt.image.key}:{self.config.max_pixels}"}
+        return chat_messages(prompt, part, answer)
 
     def _fitted(self, image: ImageRef) -> Any:
         """The image resized to the pixel budget, once per image (LRU of recent images)."""

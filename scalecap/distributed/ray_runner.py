@@ -43,7 +43,7 @@ from ..io.sources import FailLoader, FileLoader
 from ..pricing import Prices
 from ..progress import JobProgress
 from ..records import CaptionResult
-from ..run import JobSummary, Worker, fingerprint_id, in_scope_items, summary_dict
+from ..run import JobSummary, Worker, count_result, fingerprint_id, in_scope_items, summary_dict
 
 SHARD_GLOB = "part-*.jsonl"
 
@@ -292,7 +292,7 @@ def _caption(ds, factory, out: Path, state: ShardStoreState, summary: JobSummary
                 for row in batch.to_pylist():
                     record = CaptionResult.from_json(row["record"])
                     reported.add(row["shard"])
-                    _tally(summary, record)
+                    count_result(summary, record)
                     progress.result(record)
                     if on_result:
                         on_result(record)
@@ -316,20 +316,6 @@ def _caption(ds, factory, out: Path, state: ShardStoreState, summary: JobSummary
     data["output"]["usage"] = None  # output-wide token totals are kept by the local journal only
     atomic_write_bytes(summary.summary_path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
     return summary
-
-
-def _tally(summary: JobSummary, record: CaptionResult) -> None:
-    summary.output_counts[record.status] += 1
-    if record.status == "ok":
-        summary.ok += 1
-    elif record.status == "filtered":
-        summary.filtered += 1
-    else:
-        summary.failed += 1
-        summary.failures[record.error_kind or "error"] += 1
-    summary.usage.add_record(record.usage)
-    for stage, u in record.usage.items():
-        summary.tokens[stage] += u.prompt_tokens + u.completion_tokens
 
 
 def _mismatch_message(exc: BaseException) -> str | None:
