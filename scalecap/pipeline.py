@@ -24,7 +24,6 @@ from typing import Any
 
 from PIL import Image
 
-from . import __version__
 from ._sync import run_sync
 from .backends import Backend, ChatPrompt, GenerationParams, ImageRef, model_config_from, open_backend
 from .backends.base import CapabilityError
@@ -373,4 +372,4 @@ class _timed:
         self.trace.timings[self.stage] = round(time.perf_counter() - self.t0, 4)
 
 
-__all__ = ["ScaleCap", "STAGES", "__version__"]
+__all__ = ["ScaleCap", "STAGES"]

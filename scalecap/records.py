@@ -46,7 +46,6 @@ class Question(_Record):
     instruction: str
     answer: str | None = None
     answer_sentences: list[ScoredSentence] = Field(default_factory=list)
-    answer_fallback: bool = False
     kept: bool = False
 
 

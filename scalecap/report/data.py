@@ -279,8 +279,6 @@ class Collector:
                                   "as": asents, "k": 1 if qn.kept else 0}
             if not aseg_ok:
                 qd["seg"] = 0
-            if qn.answer_fallback:
-                qd["af"] = 1
             questions.append(qd)
         self.ans_off.append(len(self.ans_s))
         if has_tokens:

@@ -896,7 +896,6 @@
         const li = el("li", q.k ? "kept" : "dropped");
         const hd = el("div", "qhead");
         add(hd, el("span", "badge", q.kd), el("span", "qi", q.i), el("span", "badge " + (q.k ? "ok" : "failed"), q.k ? "kept" : "dropped"));
-        if (q.af) hd.appendChild(el("span", "badge filtered", "answer fallback"));
         li.appendChild(hd);
         if (q.a !== null && q.a !== undefined) {
           const tokHost = el("div");
