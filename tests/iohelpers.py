@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 from PIL import Image
@@ -68,6 +69,16 @@ def _gif() -> bytes:
     buf = io.BytesIO()
     Image.new("P", (16, 16)).save(buf, "GIF")
     return buf.getvalue()
+
+
+def copy_photos(tmp_path_factory, sample_images, names: list[str], folder: str) -> Path:
+    """A fresh folder (its name may hold spaces and non-ASCII) with copies of the wheel's sample photos."""
+    src = next(iter(sample_images.values())).parent
+    d = tmp_path_factory.mktemp("photos") / folder
+    d.mkdir()
+    for n in names:
+        shutil.copyfile(src / n, d / n)
+    return d
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -4,7 +4,6 @@ the fingerprint refusal. Real tiny models in the actors."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -36,12 +35,7 @@ def ray_local(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory, sample_images) -> Path:
-    src = next(iter(sample_images.values())).parent
-    d = tmp_path_factory.mktemp("photos") / "ray photos"
-    d.mkdir()
-    for n in NAMES:
-        shutil.copyfile(src / n, d / n)
-    return d
+    return iohelpers.copy_photos(tmp_path_factory, sample_images, NAMES, "ray photos")
 
 
 def test_ray_cli_and_api_equal_a_single_machine_run_and_resume(ray_local, photos, tiny_models, tmp_path):

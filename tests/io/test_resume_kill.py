@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from iohelpers import model_args
+from iohelpers import copy_photos, model_args
 
 from scalecap.io.sinks import read_parquet_records
 from scalecap.records import CaptionResult
@@ -32,12 +31,7 @@ CLI = [sys.executable, "-c", "from scalecap.cli import main; main()"]
 
 @pytest.fixture(scope="module")
 def kill_images(tmp_path_factory, sample_images) -> Path:
-    src = next(iter(sample_images.values())).parent
-    d = tmp_path_factory.mktemp("kill") / "photos ü"
-    d.mkdir()
-    for n in NAMES:
-        shutil.copyfile(src / n, d / n)
-    return d
+    return copy_photos(tmp_path_factory, sample_images, NAMES, "photos ü")
 
 
 def _env() -> dict:
