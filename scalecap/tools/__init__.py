@@ -1,0 +1,1 @@
+"""Tool agents: components that read the image without a language model (OCR)."""
