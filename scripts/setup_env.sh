@@ -27,5 +27,5 @@ if [ ! -f "$stamp" ]; then
       pytest pytest-asyncio pytest-timeout playwright
   touch "$stamp"
 fi
-pip install -q -e ".[hf,nlp,io,eval,dev]"
+pip install -q -e ".[hf,nlp,io,eval,dev,ocr]"
 python -c "import torch, transformers, scalecap; print('torch', torch.__version__, '| transformers', transformers.__version__, '| scalecap', scalecap.__version__)"

@@ -1,12 +1,13 @@
 """The degenerate-output checks on realistic texts, and on 436 real Qwen2.5-VL captions."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from scalecap.text.degenerate import DegenerateConfig, check_text, strip_stock_opening
 
-from conftest import DATA
+DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def codes(text, **kw):
