@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperCommand
 
+from .console import cli_console
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Detailed, hallucination-resistant image captions at dataset scale (ScaleCap).")
-console = Console(stderr=True)
+console = cli_console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:

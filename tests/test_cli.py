@@ -113,3 +113,17 @@ def test_user_errors_are_one_line_messages(tmp_path, tiny_models):
     missing = runner.invoke(app, ["caption", str(empty), "-o", str(tmp_path / "m.jsonl"), "--model",
                                   str(tmp_path / "no-such-model")])
     assert missing.exit_code == 2 and "no such folder" in missing.output
+
+
+def test_piped_output_is_never_wrapped(tmp_path):
+    """Rich wraps at 80 columns (or COLUMNS) when stdout is a pipe; a message must stay one line whatever
+    the width and the length of the paths in it, or a script grepping a log misses it."""
+    deep = tmp_path / ("a-folder-with-a-long-name-" * 4) / "no-such-model"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = runner.invoke(app, ["caption", str(empty), "-o", str(tmp_path / "m.jsonl"), "--model", str(deep)],
+                        env={"COLUMNS": "30"})
+    assert res.exit_code == 2
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1, res.output
+    assert str(deep) in lines[0] and "no such folder" in lines[0]

@@ -15,14 +15,14 @@ from typing import Any, Callable, Optional
 import typer
 
 from .._sync import run_sync
-from rich.console import Console
+from ..console import cli_console
 
 from .common import EvalInputError, pct, write_json, write_jsonl
 
 app = typer.Typer(help="Measure caption quality: caption-only VQA (Prism), CHAIR, CAPTURE, CaptionQA, and comparisons.",
                   no_args_is_help=True, add_completion=False)
-console = Console()
-err_console = Console(stderr=True)
+console = cli_console()
+err_console = cli_console(stderr=True)
 
 
 def _friendly(fn: Callable) -> Callable:

@@ -54,10 +54,10 @@ def report_command(
     title: Annotated[str | None, typer.Option("--title", help="Page title.")] = None,
 ) -> None:
     """Write an HTML report of a run that opens from disk with no network: overview, tau explorer, every image."""
-    from rich.console import Console
+    from ..console import cli_console
     from rich.table import Table
 
-    console = Console(stderr=True)
+    console = cli_console(stderr=True)
     try:
         prices = Prices.parse(price or [], price_prompt, price_completion)
     except PriceError as exc:
