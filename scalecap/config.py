@@ -56,6 +56,10 @@ class ModelConfig(BaseModel):
     backoff_base: float = 0.5  # seconds; retry k waits about backoff_base * 2**k (jittered), capped
     backoff_max: float = 20.0
     max_pixels: int | None = None
+    # the model's tokenizer in-process (a folder or a cached hub id; default: ``model``, then the
+    # folder the server reports); used only after it agrees with the server's /tokenize
+    tokenizer: str | None = None
+    local_tokenizer: bool = True
     vision: bool | None = None  # None: ask the server (HTTP probe); True/False: skip the probe
     # vllm in-process
     vllm_kwargs: dict[str, Any] = Field(default_factory=dict)

@@ -40,7 +40,6 @@ import concurrent.futures
 import json
 import logging
 import os
-import random
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -52,12 +51,14 @@ import httpx
 from ..config import ModelConfig
 from .base import (BackendError, Capabilities, CapabilityError, ChatPrompt, Generation, GenerationParams, TokenScores,
                    chat_messages)
+from .http_client import RETRY_STATUS, HTTPStatusError, JSONClient, RetryPolicy
 from .images_http import DataURLCache, encode_png
+from .local_tokenizer import LocalTokenizer, agrees_with_server, load_local_tokenizer
 
 log = logging.getLogger(__name__)
 
-#: Statuses worth another try: rate limits, server overload and crashes, gateway trouble.
-RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Stands for an image's data URL in a request's JSON text until the URL is spliced in (see _body).
+_IMAGE_SLOT = "\u0000scalecap-image\u0000"
 #: Servers known to accept vLLM's sampling extensions (repetition_penalty, regex constraints).
 OPEN_SERVERS = ("vllm", "sglang")
 #: The token estimate where no tokenizer endpoint exists (English averages ~4 chars/token; 3 errs
@@ -95,18 +96,35 @@ class OpenAIBackend:
         self._images = DataURLCache()
         self._token_ids: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._has_tokenize: bool | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: httpx.AsyncClient | None = None
-        self._sem: asyncio.Semaphore | None = None
+        self._local: LocalTokenizer | None = None  # the model's own tokenizer, once it agreed with the server
+        self._http = JSONClient(self._headers(), config.max_concurrency,
+                                RetryPolicy(config.max_retries, config.backoff_base, config.backoff_max, config.timeout),
+                                self._redact, self.api_base)
         self._probe_lock: asyncio.Lock | None = None
+        self._probe_loop: asyncio.AbstractEventLoop | None = None
         self._sync_lock = threading.Lock()  # the lazy probe
-        self._count_lock = threading.Lock()  # the sync client of count_tokens
-        self._sync_client: httpx.Client | None = None
-        self.requests = 0
-        self.retries = 0
+        self._sync = threading.local()  # one sync client per thread for count_tokens: no global lock
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, api_base={self.api_base!r}, server={self.server!r})"
+
+    @property
+    def requests(self) -> int:
+        return self._http.requests
+
+    @property
+    def retries(self) -> int:
+        return self._http.retries
+
+    @property
+    def outstanding(self) -> int:
+        """Requests sent and not yet answered."""
+        return self._http.outstanding
+
+    @property
+    def local_tokenizer(self) -> str | None:
+        """Where the in-process tokenizer came from, or None if token ids come from the server."""
+        return self._local.source if self._local is not None else None
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -126,8 +144,9 @@ class OpenAIBackend:
         """Find out once what the server can do (see the module docstring). Raises BackendError if the
         server is unreachable, refuses the key, or does not serve the model."""
         if self._caps is None:
-            self._state()
-            assert self._probe_lock is not None
+            loop = asyncio.get_running_loop()
+            if self._probe_loop is not loop or self._probe_lock is None:
+                self._probe_lock, self._probe_loop = asyncio.Lock(), loop
             async with self._probe_lock:
                 if self._caps is None:
                     self._caps = await self._probe()
@@ -135,7 +154,8 @@ class OpenAIBackend:
 
     async def generate(self, prompt: ChatPrompt, params: GenerationParams) -> Generation:
         caps = await self.probe()
-        body: dict[str, Any] = {"model": self.model, "messages": await self._messages(prompt),
+        messages, url = await self._messages(prompt)
+        body: dict[str, Any] = {"model": self.model, "messages": messages,
                                 "max_tokens": params.max_tokens, "temperature": params.temperature, "seed": params.seed}
         if params.stop:
             body["stop"] = list(params.stop)
@@ -148,7 +168,7 @@ class OpenAIBackend:
                 body["regex"] = params.regex
             else:
                 body["structured_outputs"] = {"regex": params.regex}
-        data = await self._call("POST", self._v1 + "/chat/completions", body)
+        data = await self._call("POST", self._v1 + "/chat/completions", body, image_url=url)
         try:
             choice = data["choices"][0]
             usage = data.get("usage") or {}
@@ -166,14 +186,16 @@ class OpenAIBackend:
         if not text:
             return TokenScores((), (), (), None, 0)
         ids_alone = await self._tokenize(text)
-        data = await self._call("POST", self._v1 + "/chat/completions", self._score_body(await self._messages(prompt, text)))
-        entries = _prompt_entries(data)
-        if entries is None:
+        messages, url = await self._messages(prompt, text)
+        data = await self._call("POST", self._v1 + "/chat/completions", self._score_body(messages), image_url=url)
+        raw = data.get("prompt_logprobs") if isinstance(data, dict) else None
+        if not isinstance(raw, list) or not raw:
             raise BackendError(f"{self.api_base} returned no prompt_logprobs for a scoring request")
-        n = len(ids_alone) if ids_alone is not None else _tail_length(entries, text)
-        if n <= 0 or n >= len(entries):
-            raise BackendError(f"cannot find the scored text's {n} tokens in a prompt of {len(entries)}")
-        tail = entries[-n:]
+        # Only the text's tail is read: parsing every position of an image prompt cost ~6 ms a request.
+        n = len(ids_alone) if ids_alone is not None else _tail_length(raw, text)
+        if n <= 0 or n >= len(raw):
+            raise BackendError(f"cannot find the scored text's {n} tokens in a prompt of {len(raw)}")
+        tail = _prompt_entries(raw[-n:])
         if any(e is None for e in tail):
             raise BackendError("the server left prompt_logprobs of the scored text empty")
         token_ids = tuple(e[0] for e in tail)  # type: ignore[index]
@@ -183,19 +205,25 @@ class OpenAIBackend:
         offsets = await self._offsets(token_ids, [e[2] for e in tail], text)  # type: ignore[index]
         usage = data.get("usage") or {}
         return TokenScores(token_ids=token_ids, offsets=offsets, logprobs=tuple(e[1] for e in tail),  # type: ignore[index]
-                           logits=None, prompt_tokens=int(usage.get("prompt_tokens") or len(entries)))
+                           logits=None, prompt_tokens=int(usage.get("prompt_tokens") or len(raw)))
 
     def count_tokens(self, text: str) -> int:
-        """Exact via the server's ``/tokenize`` (cached); else ``ceil(len(text) / 3)``, an over-estimate."""
+        """Exact with the local tokenizer or the server's ``/tokenize`` (cached); else ``ceil(len(text) / 3)``,
+        an over-estimate. Safe from many threads at once: no lock is held around a request."""
+        if self._local is not None:
+            return len(self._local.encode(text))
         cached = self._token_ids.get(text)
         if cached is not None:
             return len(cached)
         if self._has_tokenize is not False:
             try:
-                with self._count_lock:  # one pooled client: building one costs ~0.1 s (TLS context)
-                    if self._sync_client is None:
-                        self._sync_client = httpx.Client(headers=self._headers(), timeout=min(self.config.timeout, 10.0))
-                    resp = self._sync_client.post(self._root + "/tokenize", json=self._tokenize_body(text))
+                client = getattr(self._sync, "client", None)
+                if client is None:  # one per thread: building one costs ~0.1 s (TLS context)
+                    client = self._sync.client = httpx.Client(headers=self._headers(),
+                                                              timeout=min(self.config.timeout, 10.0))
+                    with self._sync_lock:
+                        self._sync_clients = [*getattr(self, "_sync_clients", []), client]
+                resp = client.post(self._root + "/tokenize", json=self._tokenize_body(text))
                 if resp.status_code in (404, 405, 501):
                     self._has_tokenize = False
                 elif resp.status_code < 300:
@@ -205,79 +233,43 @@ class OpenAIBackend:
         return -(-len(text) // CHARS_PER_TOKEN)
 
     async def aclose(self) -> None:
-        with self._count_lock:
-            if self._sync_client is not None:
-                self._sync_client.close()
-                self._sync_client = None
-        await self._drop_client()
+        with self._sync_lock:
+            clients, self._sync_clients = getattr(self, "_sync_clients", []), []
+        for client in clients:
+            client.close()
+        self._sync = threading.local()
+        await self._http.aclose()
 
     async def _drop_client(self) -> None:
-        client, loop = self._client, self._loop
-        self._client = self._loop = None
-        if client is not None and loop is asyncio.get_running_loop():
-            await client.aclose()
+        await self._http.aclose()
 
     # ------------------------------------------------------------------ requests
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key.value}"} if self._key.value else {}
 
-    def _state(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        """The client and the concurrency limit of the running event loop (sync wrappers run a new loop
-        per call; a client cannot cross loops)."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._client is None:
-            n = self.config.max_concurrency
-            self._client = httpx.AsyncClient(
-                headers=self._headers(), timeout=httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, 10.0)),
-                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
-            self._sem, self._probe_lock, self._loop = asyncio.Semaphore(n), asyncio.Lock(), loop
-        assert self._sem is not None
-        return self._client, self._sem
-
-    async def _call(self, method: str, url: str, body: Any = None, retry: bool = True) -> Any:
-        """One JSON request with retries (429, 5xx, timeouts, dropped connections; exponential backoff
-        with jitter, honouring Retry-After). Other HTTP errors raise at once. Returns the parsed JSON."""
-        client, sem = self._state()
-        attempts = self.config.max_retries + 1 if retry else 1
-        what = f"{method} {urlsplit(url).path}"
-        problem = "no attempt made"
-        for attempt in range(attempts):
-            retry_after: float | None = None
-            try:
-                async with sem:
-                    self.requests += 1
-                    resp = await asyncio.wait_for(client.request(method, url, json=body), self.config.timeout)
-                if resp.status_code < 400:
-                    return resp.json()
-                problem = f"HTTP {resp.status_code}: {_error_text(resp)}"
-                if resp.status_code not in RETRY_STATUS:
-                    raise BackendError(self._redact(f"{what} to {self.api_base} failed: {problem}"))
-                retry_after = _retry_after(resp)
-            except (httpx.TransportError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
-                kind = "timeout" if isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException)) else type(exc).__name__
-                problem = f"{kind}: {exc}" if str(exc) else kind
-            if attempt + 1 < attempts:
-                delay = min(self.backoff_max, self.backoff_base * 2 ** attempt) * (0.5 + random.random() / 2)
-                if retry_after is not None:
-                    delay = max(delay, min(retry_after, self.backoff_max))
-                self.retries += 1
-                log.warning("%s", self._redact(f"{what} to {self.api_base}: {problem}; retry {attempt + 1}/"
-                                                f"{attempts - 1} in {delay:.2f}s"))
-                await asyncio.sleep(delay)
-        raise BackendError(self._redact(f"{what} to {self.api_base} failed after {attempts} attempt(s): {problem}"))
+    async def _call(self, method: str, url: str, body: Any = None, retry: bool = True,
+                    image_url: str | None = None) -> Any:
+        """One JSON request (see ``http_client``). An image's data URL is spliced into the JSON text
+        rather than escaped by ``json.dumps`` on every request: base64 needs no escaping."""
+        raw = None
+        if image_url is not None:
+            text = json.dumps(body)
+            raw = text.replace(json.dumps(_IMAGE_SLOT), '"' + image_url + '"', 1).encode()
+        return await self._http.call(method, url, None if raw is not None else body, raw_body=raw, retry=retry)
 
     def _redact(self, message: str) -> str:
         key = self._key.value
         return message.replace(key, "***") if key else message
 
-    async def _messages(self, prompt: ChatPrompt, answer: str | None = None) -> list[dict[str, Any]]:
-        """The image as a data URL, encoded once per image (the first request encodes, off the loop)."""
-        part = None
-        if prompt.image is not None:
-            url = (self._images.peek(prompt.image, self.config.max_pixels)
-                   or await asyncio.to_thread(self._images.get, prompt.image, self.config.max_pixels))
-            part = {"type": "image_url", "image_url": {"url": url}}
-        return chat_messages(prompt, part, answer)
+    async def _messages(self, prompt: ChatPrompt, answer: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """The chat messages with a slot where the image goes, and the image's data URL (encoded once
+        per image; the first request encodes, off the loop)."""
+        if prompt.image is None:
+            return chat_messages(prompt, None, answer), None
+        url = (self._images.peek(prompt.image, self.config.max_pixels)
+               or await asyncio.to_thread(self._images.get, prompt.image, self.config.max_pixels))
+        part = {"type": "image_url", "image_url": {"url": _IMAGE_SLOT}}
+        return chat_messages(prompt, part, answer), url
 
     def _score_body(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         return {"model": self.model, "messages": messages, "add_generation_prompt": False,
@@ -295,13 +287,15 @@ class OpenAIBackend:
 
     async def _tokenize(self, text: str) -> tuple[int, ...] | None:
         """Ids of ``text`` alone (no special tokens), or None where the server has no ``/tokenize``."""
+        if self._local is not None:
+            return self._local.encode(text)
         cached = self._token_ids.get(text)
         if cached is not None or self._has_tokenize is False:
             return cached
         try:
             data = await self._call("POST", self._root + "/tokenize", self._tokenize_body(text))
         except BackendError as exc:
-            if any(f"HTTP {s}" in str(exc) for s in (404, 405, 501)):
+            if isinstance(exc, HTTPStatusError) and exc.status in (404, 405, 501):
                 self._has_tokenize = False
                 return None
             raise
@@ -324,8 +318,7 @@ class OpenAIBackend:
                 cursor, pending, i = _extend(spans, cursor, placed, len(piece), pending), 0, i + 1
                 continue
             for j in range(i, min(len(ids), i + 8)):
-                data = await self._call("POST", self._root + "/detokenize", {"model": self.model, "tokens": list(ids[: j + 1])})
-                decoded = str(data.get("prompt", ""))
+                decoded = await self._decode(ids[: j + 1])
                 torn = decoded.endswith("\ufffd") and text[len(decoded) - 1: len(decoded)] != "\ufffd"
                 if len(decoded) > cursor and text.startswith(decoded) and not torn:
                     break
@@ -340,6 +333,29 @@ class OpenAIBackend:
             raise BackendError("cannot map the scored text's tokens to characters (the pieces do not spell it)")
         return tuple(spans)
 
+    async def _decode(self, ids: Sequence[int]) -> str:
+        if self._local is not None:
+            return self._local.decode(ids)
+        data = await self._call("POST", self._root + "/detokenize", {"model": self.model, "tokens": list(ids)})
+        return str(data.get("prompt", ""))
+
+    async def _server_encode(self, text: str) -> tuple[int, ...] | None:
+        try:
+            data = await self._call("POST", self._root + "/tokenize", self._tokenize_body(text), retry=False)
+        except BackendError:
+            return None
+        return tuple(int(i) for i in data["tokens"])
+
+    async def _adopt_local_tokenizer(self, root: str | None) -> None:
+        """Use the model's own tokenizer in-process if one loads offline and agrees with the server."""
+        if self.config.local_tokenizer is False or self.server not in OPEN_SERVERS:
+            return
+        candidates = [self.config.tokenizer, self.config.model, root]
+        local = await asyncio.to_thread(load_local_tokenizer, candidates, self.config.trust_remote_code)
+        if local is not None and await agrees_with_server(local, self._server_encode):
+            self._local = local
+            log.info("token ids for %s come from the local tokenizer in %s", self.model, local.source)
+
     # ------------------------------------------------------------------ probing
     async def _probe_detached(self) -> Capabilities:
         try:
@@ -351,8 +367,8 @@ class OpenAIBackend:
         window: int | None = None
         try:
             listing = await self._call("GET", self._v1 + "/models")
-        except BackendError as exc:
-            if "HTTP 404" not in str(exc):
+        except HTTPStatusError as exc:
+            if exc.status != 404:
                 raise
             listing = {"data": []}  # some servers have no model listing: nothing to learn from it
         models = {m.get("id"): m for m in listing.get("data") or [] if isinstance(m, dict)}
@@ -364,6 +380,7 @@ class OpenAIBackend:
         self.server = next((s for s in OPEN_SERVERS if s in owner), "unknown")
         if isinstance(entry.get("max_model_len"), int):
             window = entry["max_model_len"]
+        await self._adopt_local_tokenizer(entry.get("root") if isinstance(entry.get("root"), str) else None)
         can_score = await self._probe_scoring()
         vision = self._vision_override
         if vision is None:
@@ -378,12 +395,12 @@ class OpenAIBackend:
         try:
             data = await self._call("POST", self._v1 + "/chat/completions", self._score_body(messages))
         except BackendError as exc:
-            if any(f"HTTP {s}" in str(exc) for s in (401, 403)):
+            if isinstance(exc, HTTPStatusError) and exc.status in (401, 403):
                 raise
             log.info("%s", self._redact(f"{self.api_base} rejects scoring requests ({exc}): can_score=False"))
             return False
-        entries = _prompt_entries(data)
-        return bool(entries) and entries[-1] is not None
+        raw = data.get("prompt_logprobs") if isinstance(data, dict) else None
+        return isinstance(raw, list) and bool(raw) and bool(raw[-1])
 
     async def _probe_vision(self) -> bool:
         import base64
@@ -395,8 +412,8 @@ class OpenAIBackend:
             {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "?"}]}]}
         try:
             await self._call("POST", self._v1 + "/chat/completions", body)
-        except BackendError as exc:
-            if "HTTP 4" not in str(exc):
+        except HTTPStatusError as exc:
+            if not 400 <= exc.status < 500:
                 raise
             return False
         return True
@@ -451,11 +468,8 @@ def _extend(spans: list[tuple[int, int]], cursor: int, start: int, length: int, 
     return end
 
 
-def _prompt_entries(data: Any) -> list[tuple[int, float, str] | None] | None:
-    """``prompt_logprobs`` as (token id, logprob, decoded piece) per position (None for the first)."""
-    raw = data.get("prompt_logprobs") if isinstance(data, dict) else None
-    if not isinstance(raw, list) or not raw:
-        return None
+def _prompt_entries(raw: list[Any]) -> list[tuple[int, float, str] | None]:
+    """Positions of ``prompt_logprobs`` as (token id, logprob, decoded piece) (None where empty)."""
     out: list[tuple[int, float, str] | None] = []
     for entry in raw:
         if not entry:
@@ -467,11 +481,11 @@ def _prompt_entries(data: Any) -> list[tuple[int, float, str] | None] | None:
     return out
 
 
-def _tail_length(entries: list[tuple[int, float, str] | None], text: str) -> int:
+def _tail_length(raw: list[Any], text: str) -> int:
     """Without ``/tokenize``: the shortest tail whose decoded pieces spell ``text`` (0 if none does)."""
     acc = ""
-    for n in range(1, len(entries)):
-        e = entries[-n]
+    for n in range(1, len(raw)):
+        e = _prompt_entries([raw[-n]])[0]
         if e is None:
             return 0
         acc = e[2] + acc
@@ -502,24 +516,6 @@ def _read_key(env: str | None) -> str | None:
     if not value:
         raise BackendError(f"api_key_env is {env!r}, but that environment variable is not set (or empty)")
     return value
-
-
-def _error_text(resp: httpx.Response) -> str:
-    try:
-        data = resp.json()
-        err = data.get("error", data) if isinstance(data, dict) else data
-        msg = err.get("message", err) if isinstance(err, dict) else err
-        text = str(msg)
-    except ValueError:
-        text = resp.text
-    return " ".join(text.split())[:300]
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(resp.headers.get("retry-after", "")))
-    except ValueError:
-        return None
 
 
 __all__ = ["CHARS_PER_TOKEN", "OpenAIBackend", "align_pieces"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+from pathlib import Path
+
 import pytest
 
 from scalecap import ScaleCap
@@ -87,9 +89,17 @@ async def test_scores_agree_with_and_without_image_on_tokens(vllm_server, astron
     from transformers import AutoTokenizer
 
     odd = "\ufffd lon *,_key\ufffd\ufffd setting"
+    # the model's own tokenizer is found in the folder the server reports, so one request scores a text
+    assert backend.local_tokenizer == str(Path(tiny_models["qwen2vl"]).resolve())
     before = backend.requests
     s = await backend.score(ChatPrompt("Describe the image.", SYSTEM), odd)
-    assert backend.requests - before == 2  # /tokenize and the scoring request
+    assert backend.requests - before == 1
+    remote = OpenAIBackend(server_config(vllm_server, local_tokenizer=False))  # the server's /tokenize instead
+    await remote.probe()
+    before = remote.requests
+    assert remote.local_tokenizer is None and await remote.score(ChatPrompt("Describe the image.", SYSTEM), odd) == s
+    assert remote.requests - before == 2  # /tokenize and the scoring request
+    await remote.aclose()
     ref = AutoTokenizer.from_pretrained(tiny_models["qwen2vl"])(odd, add_special_tokens=False, return_offsets_mapping=True)
     assert s.token_ids == tuple(ref["input_ids"]) and s.offsets[-1] == (len(odd) - 8, len(odd))
     assert all(a0 <= b0 for (a0, _), (b0, _) in zip(s.offsets, s.offsets[1:])) and s.offsets[0][0] == 0
