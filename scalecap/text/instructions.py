@@ -93,29 +93,27 @@ def plan_objects(per_sentence: list[list[str]], budget: int | None) -> list[str]
     return planned
 
 
-def instruction_regex(
-    max_lines: int = 8, max_words: int = 6, max_word_chars: int | None = None
-) -> str:
-    """A decoding constraint that only admits ``max_lines`` parseable object instructions.
+def instruction_regex(max_lines: int | None = None) -> str:
+    """A decoding constraint that admits exactly the outputs the parser turns into whole names.
+
+    Each line is one object instruction ending in a newline; the name may hold any letter or digit,
+    spaces, periods, hyphens and apostrophes ("U.S. flag", "thought-provoking text", "No. 5 bus"),
+    starts and ends with a letter or digit (the final period is the template's, so "U.S." is
+    written "U.S" + "." and parsed back with its period) and is at most ``MAX_NAME_CHARS`` long, the
+    parser's own limit. Zero lines are allowed: a sentence that names no concrete object is not
+    forced to invent one. ``max_lines`` caps the lines at what the budget can still use (one
+    sentence can never contribute more than N objects); ``None`` leaves them to ``max_tokens``.
 
     Kept to the regex subset that ``re``, xgrammar, outlines and llguidance agree on (literals,
-    classes, bounded repeats, plain groups). Each word starts with a letter or digit; by default a
-    word is capped so that a full name stays within ``MAX_NAME_CHARS``, so every output the regex
-    admits yields at least one object, even from a random model.
+    classes, bounded repeats, plain groups, ``*``).
     """
-    if max_lines < 1 or max_words < 1:
-        raise ValueError("max_lines and max_words must be >= 1")
-    if max_word_chars is None:
-        max_word_chars = max(1, min(20, (MAX_NAME_CHARS + 1) // max_words - 1))
-    if max_words * (max_word_chars + 1) - 1 > MAX_NAME_CHARS:
-        raise ValueError(
-            f"{max_words} words of {max_word_chars} chars can exceed {MAX_NAME_CHARS} chars"
-        )
-    letters = "A-Za-z0-9À-ÖØ-öø-ÿ"
-    word = f"[{letters}][{letters}'-]{{0,{max_word_chars - 1}}}"
-    name = f"{word}( {word}){{0,{max_words - 1}}}"
+    if max_lines is not None and max_lines < 0:
+        raise ValueError(f"max_lines must be None or >= 0, got {max_lines}")
+    edge = "A-Za-z0-9À-ÖØ-öø-ÿ"
+    name = f"[{edge}]([{edge} .'-]{{0,{MAX_NAME_CHARS - 2}}}[{edge}])?"
     line = OBJECT_TEMPLATE.replace(".", r"\.").format(name)
-    return f"({line}\\n){{1,{max_lines}}}"
+    repeat = "*" if max_lines is None else f"{{0,{max_lines}}}"
+    return f"({line}\\n){repeat}"
 
 
 def _strip_line_markup(line: str) -> str:
