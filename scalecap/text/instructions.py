@@ -16,6 +16,7 @@ __all__ = [
     "MAX_NAME_CHARS",
     "OBJECT_TEMPLATE",
     "POSITION_TEMPLATE",
+    "first_sentence_of",
     "instruction_regex",
     "object_key",
     "parse_instructions",
@@ -43,8 +44,11 @@ _ACRONYM_TAIL = re.compile(r"(?:^|\s)(?:[A-Za-z]\.)+[A-Za-z]$")
 _PLACEHOLDER = re.compile(r"^[\[<{(].*[\]>})]$")
 
 
-def parse_instructions(text: str) -> list[str]:
-    """Object names, in order and without duplicates, from the writer's output for one sentence."""
+def parse_instructions(text: str, truncated: bool = False) -> list[str]:
+    """Object names, in order and without duplicates, from the writer's output for one sentence.
+
+    ``truncated``: the output stopped at its token limit, so an unterminated last instruction is a
+    cut name ("advertisemen") and is dropped rather than asked about."""
     stop = _STOP.search(text)
     body = text[: stop.start()] if stop else text
     lines = body.split("\n")
@@ -62,8 +66,8 @@ def parse_instructions(text: str) -> list[str]:
                 continue
             key = object_key(name)
             unterminated = last_line and piece_index == len(pieces) - 1 and not _terminated(piece)
-            if unterminated and any(k.startswith(key) for k in seen):
-                continue  # a repeated line cut off by the token limit
+            if unterminated and (truncated or any(k.startswith(key) for k in seen)):
+                continue  # a line cut off by the token limit
             if key not in seen:
                 seen.add(key)
                 names.append(name)
@@ -77,7 +81,10 @@ def object_key(name: str) -> str:
 
 
 def plan_objects(per_sentence: list[list[str]], budget: int | None) -> list[str]:
-    """The objects to ask about: first spelling of each, sentence order, at most ``budget``."""
+    """The objects to ask about: first spelling of each, sentence order, at most ``budget``.
+
+    METHOD over the paper: the paper's N counts object *and* position instructions; here N counts
+    object instructions, each bringing its position twin (N = all is the same either way)."""
     if budget is not None and budget < 0:
         raise ValueError(f"budget must be None (all) or >= 0, got {budget}")
     planned: list[str] = []
@@ -91,6 +98,15 @@ def plan_objects(per_sentence: list[list[str]], budget: int | None) -> list[str]
                 seen.add(key)
                 planned.append(name)
     return planned
+
+
+def first_sentence_of(per_sentence: list[list[str]]) -> dict[str, int]:
+    """For each object key, the index of the sentence that first named it (the order of the cut)."""
+    first: dict[str, int] = {}
+    for index, names in enumerate(per_sentence):
+        for name in names:
+            first.setdefault(object_key(name), index)
+    return first
 
 
 def instruction_regex(max_lines: int | None = None) -> str:
