@@ -43,12 +43,17 @@ class ContextOverflow(BackendError):
 class ContextGuard:
     """Fits writer prompts into ``window`` tokens (``None``: no guard) beside their completion."""
 
-    def __init__(self, count: Count, window: int | None, max_completion: int, system: str | None = None) -> None:
+    def __init__(self, count: Count, window: Callable[[], int | None], max_completion: int,
+                 system: str | None = None) -> None:
         self._count_sync = count
-        self.window = window
+        self._window = window  # asked at each use: HTTP backends learn theirs when first probed
         self.max_completion = max_completion
         self._system = system or ""
         self._system_tokens: int | None = None
+
+    @property
+    def window(self) -> int | None:
+        return self._window()
 
     async def count(self, text: str) -> int:
         # count_tokens may ask a server (HTTP backends): keep it off the event loop

@@ -71,7 +71,7 @@ class ScaleCap:
                         "that wrote them (METHOD section 7); recorded in the fingerprint", _name(self.scorer),
                         _name(self.captioner))
         self.constrained = bool(self.settings.constrain_instructions and self.writer.capabilities.can_constrain)
-        self.guard = ContextGuard(self.writer.count_tokens, _window(self.writer, self.settings),
+        self.guard = ContextGuard(self.writer.count_tokens, lambda: _window(self.writer, self.settings),
                                   self.settings.max_tokens_summary, self.prompts.system)
         self.fingerprint = self._make_fingerprint()
 
@@ -277,7 +277,6 @@ class ScaleCap:
         models = {role: b.describe() for role, b in self.backends.items()}
         fields = fingerprint_fields(models, self.settings, self.prompts.sha256[:16], self.tagger.name)
         fields["settings"]["constrained_instructions"] = self.constrained
-        fields["settings"]["writer_context_window"] = self.guard.window
         fields["settings"]["scorer_is_captioner"] = self.scorer is self.captioner
         return Fingerprint(id=stable_hash(fields), **fields)
 

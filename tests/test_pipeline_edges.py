@@ -35,7 +35,7 @@ def test_context_window_setting_turns_the_guard_on():
     writer = ScriptedBackend(context_window=None)
     assert ScaleCap(model=writer).guard.window is None
     sc = ScaleCap(model=writer, context_window=2048)
-    assert sc.guard.window == 2048 and sc.fingerprint.settings["writer_context_window"] == 2048
+    assert sc.guard.window == 2048 and sc.fingerprint.settings["context_window"] == 2048
 
 
 def test_fallback_record_has_golden_sentences(sample_images):

@@ -149,13 +149,20 @@ class HFBackend(InProcessBackend):
         prompts = [self._chat_text(j.prompt) for j in jobs]
         images = [j.prompt.image.pil for j in jobs if j.prompt.image is not None]
         enc = self._encode(prompts, images).to(self.device)
-        kw: dict[str, Any] = {"max_new_tokens": max(j.params.max_tokens for j in jobs),
-                              "do_sample": params.temperature > 0}
-        if params.temperature > 0:
+        # Every decoding setting explicit, never the checkpoint's generation_config (Qwen2/2.5-VL ship
+        # a repetition penalty of 1.05, top_k/top_p, sampling on): the same values on every backend.
+        from transformers import GenerationConfig
+
+        ckpt = self.model.generation_config
+        sample = params.temperature > 0
+        config = GenerationConfig(max_new_tokens=max(j.params.max_tokens for j in jobs), do_sample=sample,
+                                  repetition_penalty=params.repetition_penalty, eos_token_id=ckpt.eos_token_id,
+                                  pad_token_id=ckpt.pad_token_id if ckpt.pad_token_id is not None
+                                  else self.tokenizer.pad_token_id, bos_token_id=ckpt.bos_token_id)
+        if sample:
             torch.manual_seed(params.seed)
-            kw["temperature"] = params.temperature
-        if params.repetition_penalty != 1.0:
-            kw["repetition_penalty"] = params.repetition_penalty
+            config.temperature, config.top_p, config.top_k = params.temperature, params.top_p, 0
+        kw: dict[str, Any] = {"generation_config": config}
         if params.regex:
             kw["logits_processor"] = [self._regex_processor(params.regex)]
         if params.stop:
