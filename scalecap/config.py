@@ -154,7 +154,8 @@ class RunConfig(BaseModel):
         default = roles.get("model") or raw.get("model")
         bound = {}
         for role in ROLES:
-            name = roles.get(role, default)
+            # The scorer is the captioner unless set (METHOD section 2), not the shared ``model``.
+            name = roles.get(role, roles.get("captioner", default) if role == "scorer" else default)
             if name is None:
                 raise ValueError(f"config: no model for role {role!r} (set roles.{role} or roles.model)")
             if name not in models:

@@ -42,3 +42,11 @@ def test_fallback_record_has_golden_sentences(sample_images):
     model = ScriptedBackend(default="A red car is parked. A man walks.")
     r = ScaleCap(model=model, tau=10.0, budget=0).caption(sample_images["coffee"])
     assert r.caption_fallback and r.golden_sentences == ["A red car is parked.", "A man walks."]
+
+
+def test_config_file_scorer_defaults_to_the_captioner():
+    from scalecap.config import RunConfig
+
+    cfg = RunConfig.from_mapping({"models": {"a": {"model": "A"}, "b": {"model": "B"}},
+                                  "roles": {"model": "a", "captioner": "b"}})
+    assert cfg.scorer.model == "B" and cfg.writer.model == "A"
