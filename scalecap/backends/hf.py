@@ -22,6 +22,7 @@ from typing import Any, Hashable, Sequence
 
 from .base import Capabilities, ChatPrompt, Generation, GenerationParams, TokenScores
 from .batching import MicroBatcher
+from .images_http import fit_pixels
 from .inprocess import InProcessBackend
 from ..config import ModelConfig
 
@@ -147,7 +148,7 @@ class HFBackend(InProcessBackend):
         params = jobs[0].params
         self.tokenizer.padding_side = "left"
         prompts = [self._chat_text(j.prompt) for j in jobs]
-        images = [j.prompt.image.pil for j in jobs if j.prompt.image is not None]
+        images = [self._pixels(j.prompt.image.pil) for j in jobs if j.prompt.image is not None]
         enc = self._encode(prompts, images).to(self.device)
         # Every decoding setting explicit, never the checkpoint's generation_config (Qwen2/2.5-VL ship
         # a repetition penalty of 1.05, top_k/top_p, sampling on): the same values on every backend.
@@ -192,7 +193,7 @@ class HFBackend(InProcessBackend):
         torch = self._torch
         self.tokenizer.padding_side = "left"
         prompts = [self._chat_text(j.prompt) for j in jobs]
-        images = [j.prompt.image.pil for j in jobs if j.prompt.image is not None]
+        images = [self._pixels(j.prompt.image.pil) for j in jobs if j.prompt.image is not None]
         enc = self._encode(prompts, images)
         targets = [self.tokenizer(j.text, add_special_tokens=False, return_offsets_mapping=True) for j in jobs]
         rows = enc["input_ids"].shape[0]
@@ -259,6 +260,10 @@ class HFBackend(InProcessBackend):
         content.append({"type": "text", "text": prompt.user})
         messages.append({"role": "user", "content": content})
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _pixels(self, pil):
+        """The image at ``ModelConfig.max_pixels`` (as every backend sends it), else as decoded."""
+        return fit_pixels(pil, self.config.max_pixels) if self.config.max_pixels else pil
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
