@@ -52,6 +52,8 @@ def build_roles(model: Optional[str], captioner: Optional[str], scorer: Optional
     overrides = {"captioner": captioner, "scorer": scorer, "writer": writer}
     for role in ("captioner", "scorer", "writer"):
         name = overrides[role] or (model if role not in roles else None)
+        if role == "scorer" and not overrides["scorer"] and captioner:
+            name = captioner  # the scorer is the captioner unless set (METHOD section 2)
         if name is None:
             continue
         if api_base:

@@ -98,7 +98,18 @@ class Settings(BaseModel):
     max_tokens_instructions: int = 512
     max_tokens_answer: int = 512
     max_tokens_summary: int = 4096
-    writer_repetition_penalty: float = 1.05
+    # Decoding, explicit for every role and sent as such to every backend (no backend may fall back
+    # on a checkpoint's generation_config or a server's default). The captioner decodes greedily
+    # (METHOD step 1); the writer's penalty of 1.05 stops few-shot loops.
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    writer_temperature: float = Field(default=0.0, ge=0.0)
+    writer_top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    writer_repetition_penalty: float = Field(default=1.05, gt=0.0)
+    # The writer's window where its server reports none (Ollama, closed APIs); the smaller of the two
+    # where both are known. None and no reported window: no context guard.
+    context_window: int | None = Field(default=None, ge=256)
     max_pixels: int = 64_000_000
     seed: int = 0
 
@@ -147,7 +158,8 @@ class RunConfig(BaseModel):
         default = roles.get("model") or raw.get("model")
         bound = {}
         for role in ROLES:
-            name = roles.get(role, default)
+            # The scorer is the captioner unless set (METHOD section 2), not the shared ``model``.
+            name = roles.get(role, roles.get("captioner", default) if role == "scorer" else default)
             if name is None:
                 raise ValueError(f"config: no model for role {role!r} (set roles.{role} or roles.model)")
             if name not in models:

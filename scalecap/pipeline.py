@@ -16,47 +16,40 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from ._sync import run_sync
-from .backends import Backend, ChatPrompt, GenerationParams, ImageRef, model_config_from, open_backend
+from .backends import Backend, ChatPrompt, Generation, GenerationParams, ImageRef, model_config_from, open_backend
 from .backends.base import CapabilityError
 from .config import ModelConfig, Settings, fingerprint_fields, stable_hash
+from .context import ContextGuard, ContextOverflow
 from .images import ImageError, ImageItem, image_ref
 from .prompts import PromptSet, load_preset
 from .rating import RatedText, rate_text
-from .records import CaptionResult, Fingerprint, Question, StageUsage, Summaries
+from .records import CaptionResult, Fingerprint, Question, Summaries
+from .stages import STAGES, StageFailure, Trace, timed
 from .text.content import load_tagger
-from .text.instructions import OBJECT_TEMPLATE, POSITION_TEMPLATE, instruction_regex, object_key, parse_instructions
+from .text.instructions import (OBJECT_TEMPLATE, POSITION_TEMPLATE, first_sentence_of, instruction_regex,
+                                object_key, parse_instructions, plan_objects)
 
+log = logging.getLogger(__name__)
 ImageLike = str | Path | bytes | Image.Image | ImageItem
-STAGES = ("caption", "caption_rating", "instructions", "answers", "answer_rating",
-          "object_summary", "position_summary", "final")
-
-
-@dataclass
-class _Trace:
-    """Per-image accounting, filled in as the stages run."""
-
-    usage: dict[str, StageUsage]
-    timings: dict[str, float]
-
-    @classmethod
-    def new(cls) -> "_Trace":
-        return cls(usage={s: StageUsage() for s in STAGES}, timings={})
+_Trace = Trace  # the name older callers import
 
 
 class ScaleCap:
     """Caption images with ScaleCap.
 
     ``model`` binds one model to all three roles; ``captioner``, ``scorer`` and ``writer`` override
-    it per role. Each may be a hub id or local path (loaded in-process with transformers), a
+    it per role. The scorer defaults to the captioner (METHOD section 2: rate with the model and
+    resolution that wrote the text); a different scorer is allowed, warned about once and recorded
+    in the fingerprint. Each may be a hub id or local path (loaded in-process with transformers), a
     ``ModelConfig`` (any backend), or an already opened ``Backend``. Settings come as a ``Settings``
     or as keyword arguments (``budget=20, score_mode="prob", tau=0.1`` ...).
     """
@@ -73,7 +66,13 @@ class ScaleCap:
         # guaranteed thread-safe, and the event loop must not stall on them).
         self._tagging = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scalecap-tagger")
         self._check_roles()
+        if self.scorer is not self.captioner:
+            log.warning("the scorer (%s) is not the captioner (%s): captions are rated by another model than the one "
+                        "that wrote them (METHOD section 7); recorded in the fingerprint", _name(self.scorer),
+                        _name(self.captioner))
         self.constrained = bool(self.settings.constrain_instructions and self.writer.capabilities.can_constrain)
+        self.guard = ContextGuard(self.writer.count_tokens, lambda: _window(self.writer, self.settings),
+                                  self.settings.max_tokens_summary, self.prompts.system)
         self.fingerprint = self._make_fingerprint()
 
     # ------------------------------------------------------------------ public API
@@ -93,7 +92,7 @@ class ScaleCap:
 
     async def caption_item(self, item: ImageItem) -> CaptionResult:
         """The whole pipeline for one item; never raises for a bad image or a failed model call."""
-        trace = _Trace.new()
+        trace = Trace.new()
         result = CaptionResult(id=item.id, source=item.source, status="ok", meta=dict(item.meta),
                                fingerprint=self.fingerprint)
         t0 = time.perf_counter()
@@ -108,10 +107,14 @@ class ScaleCap:
             result.status, result.error, result.error_kind = "failed", f"cannot read {item.source}: {exc}", "unreadable"
         except asyncio.CancelledError:
             raise
+        except StageFailure as exc:
+            result.status, result.error, result.error_kind = "failed", str(exc), exc.kind
         except Exception as exc:  # noqa: BLE001 - a per-image failure, recorded with the partial trace
             result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
-            result.error_kind = "capability" if isinstance(exc, CapabilityError) else "model"
+            result.error_kind = ("capability" if isinstance(exc, CapabilityError)
+                                 else "context" if isinstance(exc, ContextOverflow) else "model")
         result.usage = {k: v for k, v in trace.usage.items() if v.calls}
+        result.skipped = dict(trace.skipped)
         result.timings = {**trace.timings, "total": round(time.perf_counter() - t0, 4)}
         return result
 
@@ -121,16 +124,18 @@ class ScaleCap:
             await backend.aclose()
 
     # ------------------------------------------------------------------ the method
-    async def _run(self, image: ImageRef, result: CaptionResult, trace: _Trace) -> None:
+    async def _run(self, image: ImageRef, result: CaptionResult, trace: Trace) -> None:
         p, s = self.prompts, self.settings
 
         # 1. First caption.
-        with _timed(trace, "caption"):
-            first = await self._generate(self.captioner, trace, "caption", p.caption, image, s.max_tokens_caption)
+        with timed(trace, "caption"):
+            first = (await self._caption(trace, "caption", p.caption, image, s.max_tokens_caption)).text
         result.first_caption = first
+        if not first:
+            raise StageFailure("empty_caption", "the captioner returned an empty first caption: nothing to rate")
 
-        # 2. Contrastive sentence rating: the golden sentences.
-        with _timed(trace, "caption_rating"):
+        # 2. Contrastive sentence rating: the golden sentences (the whole caption if none survives).
+        with timed(trace, "caption_rating"):
             rated = await self._rate(trace, "caption_rating", p.caption, first, image)
         result.sentences, result.caption_fallback = rated.sentences, rated.fallback
         if rated.fallback:
@@ -138,43 +143,54 @@ class ScaleCap:
         golden = rated.golden
 
         # 3. Heuristic questions: objects per golden sentence, de-duplicated, cut to the budget N.
-        with _timed(trace, "instructions"):
-            objects = await self._plan_objects(trace, golden)
+        with timed(trace, "instructions"):
+            per_sentence = await self._instructions(trace, golden)
+        objects = plan_objects(per_sentence, s.budget)
 
         # 4. Answers about the same image, each rated like the caption.
-        with _timed(trace, "answers"):
+        with timed(trace, "answers"):
             questions = await asyncio.gather(*(
-                self._answer(trace, image, obj, kind) for obj, _ in objects for kind in ("object", "position")))
+                self._answer(trace, image, obj, kind) for obj in objects for kind in ("object", "position")))
         result.questions = list(questions)
 
-        # 5. Object and position summaries, concurrently.
-        with _timed(trace, "summaries"):
+        # 5. Object and position summaries, concurrently (each skipped when it has nothing to summarise).
+        with timed(trace, "summaries"):
             c_o, c_p = await asyncio.gather(
-                self._summarise(trace, "object_summary", p.object_summary, self._detail_lines(golden, objects, questions)),
-                self._summarise(trace, "position_summary", p.position_summary, self._position_lines(questions)))
+                self._summarise(trace, "object_summary", p.object_summary, _detail_lines(golden, per_sentence, questions)),
+                self._summarise(trace, "position_summary", p.position_summary, _position_lines(questions)))
         result.summaries = Summaries(objects=c_o, positions=c_p)
 
         # 6. Final caption from the golden sentences (basic context) and both summaries.
-        with _timed(trace, "final"):
-            result.final_caption = await self._integrate(trace, golden, c_o, c_p)
+        with timed(trace, "final"):
+            result.final_caption = await self._integrate(trace, golden, c_o or "", c_p or "")
         if not result.final_caption:
             result.notes.append("the writer returned an empty final caption")
 
     # ------------------------------------------------------------------ stages
-    async def _generate(self, backend: Backend, trace: _Trace, stage: str, user: str, image: ImageRef | None,
-                        max_tokens: int, **params: Any) -> str:
-        out = await backend.generate(ChatPrompt(user=user, system=self.prompts.system, image=image),
-                                     GenerationParams(max_tokens=max_tokens, seed=self.settings.seed, **params))
-        trace.usage[stage].add(out.prompt_tokens, out.completion_tokens)
+    async def _generate(self, backend: Backend, trace: Trace, stage: str, user: str, image: ImageRef | None,
+                        params: GenerationParams) -> Generation:
+        out = await backend.generate(ChatPrompt(user=user, system=self.prompts.system, image=image), params)
+        trace.record(stage, out)
         # Surrounding whitespace carries nothing, and a leading newline would merge with the chat
         # template's own when a server re-tokenises the text for scoring.
-        return out.text.strip()
+        return Generation(out.text.strip(), out.prompt_tokens, out.completion_tokens, out.finish_reason)
 
-    async def _write(self, trace: _Trace, stage: str, user: str, max_tokens: int, **params: Any) -> str:
-        return await self._generate(self.writer, trace, stage, user, None, max_tokens,
-                                    repetition_penalty=self.settings.writer_repetition_penalty, **params)
+    async def _caption(self, trace: Trace, stage: str, user: str, image: ImageRef, max_tokens: int) -> Generation:
+        s = self.settings
+        return await self._generate(self.captioner, trace, stage, user, image, GenerationParams(
+            max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p,
+            repetition_penalty=s.repetition_penalty, seed=s.seed))
 
-    async def _rate(self, trace: _Trace, stage: str, question: str, text: str, image: ImageRef) -> RatedText:
+    async def _write(self, trace: Trace, stage: str, user: str, max_tokens: int, **params: Any) -> str:
+        return (await self._write_call(trace, stage, user, max_tokens, **params)).text
+
+    async def _write_call(self, trace: Trace, stage: str, user: str, max_tokens: int, **params: Any) -> Generation:
+        s = self.settings
+        return await self._generate(self.writer, trace, stage, user, None, GenerationParams(
+            max_tokens=max_tokens, temperature=s.writer_temperature, top_p=s.writer_top_p,
+            repetition_penalty=s.writer_repetition_penalty, seed=s.seed, **params))
+
+    async def _rate(self, trace: Trace, stage: str, question: str, text: str, image: ImageRef) -> RatedText:
         prompt = ChatPrompt(user=question, system=self.prompts.system, image=image)
         loop = asyncio.get_running_loop()
         with_image, without_image, content = await asyncio.gather(
@@ -185,93 +201,62 @@ class ScaleCap:
         return rate_text(text, with_image, without_image, content, self.settings.score_mode,
                          self.settings.effective_tau, self.settings.store_tokens)
 
-    async def _plan_objects(self, trace: _Trace, golden: list[str]) -> list[tuple[str, int]]:
-        """Objects to ask about with the golden sentence each was first seen in, in METHOD order."""
+    async def _instructions(self, trace: Trace, golden: list[str]) -> list[list[str]]:
+        """The object names of each golden sentence, as the writer gave them (not yet de-duplicated).
+
+        The sentences are asked concurrently, so none knows what the others used of the budget: one
+        sentence is allowed up to N lines, the most it could contribute."""
         if self.settings.budget == 0:
+            trace.skip("instructions", "budget N = 0: no questions")
             return []
         params: dict[str, Any] = {"stop": ("\nSentence:",)}
         if self.constrained:
-            params = {"regex": instruction_regex()}
+            params = {"regex": instruction_regex(self.settings.budget)}
         outputs = await asyncio.gather(*(
-            self._write(trace, "instructions", self.prompts.instructions.replace("{}", sentence, 1),
-                        self.settings.max_tokens_instructions, **params) for sentence in golden))
-        seen: dict[str, tuple[str, int]] = {}
-        for index, text in enumerate(outputs):
-            for name in parse_instructions(text):
-                seen.setdefault(object_key(name), (name, index))
-        planned = list(seen.values())
-        return planned if self.settings.budget is None else planned[: self.settings.budget]
+            self._write_call(trace, "instructions", self.prompts.instructions.replace("{}", sentence, 1),
+                             self.settings.max_tokens_instructions, **params) for sentence in golden))
+        # A line cut by the token limit would give a cut name ("advertisemen"): it is dropped.
+        return [parse_instructions(o.text, truncated=o.finish_reason == "length") for o in outputs]
 
-    async def _answer(self, trace: _Trace, image: ImageRef, obj: str, kind: str) -> Question:
+    async def _answer(self, trace: Trace, image: ImageRef, obj: str, kind: str) -> Question:
         instruction = (OBJECT_TEMPLATE if kind == "object" else POSITION_TEMPLATE).format(obj)
-        answer = await self._generate(self.captioner, trace, "answers", instruction, image, self.settings.max_tokens_answer)
-        rated = await self._rate(trace, "answer_rating", instruction, answer, image)
+        out = await self._caption(trace, "answers", instruction, image, self.settings.max_tokens_answer)
+        rated = await self._rate(trace, "answer_rating", instruction, out.text, image)
         # Rejected sentences are dropped; an answer with nothing left is dropped with its object.
-        return Question(object=obj, kind=kind, instruction=instruction, answer=answer,
-                        answer_sentences=rated.sentences, kept=any(s.kept for s in rated.sentences))
+        return Question(object=obj, kind=kind, instruction=instruction, answer=out.text,
+                        answer_sentences=rated.sentences, kept=any(s.kept for s in rated.sentences),
+                        truncated=out.finish_reason == "length")
 
-    @staticmethod
-    def _kept_answer(q: Question) -> str:
-        return " ".join(s.text for s in q.answer_sentences if s.kept)
+    async def _summarise(self, trace: Trace, stage: str, template: str, lines: list[str]) -> str | None:
+        """One summary, with its input condensed first if it would overflow the writer's window.
 
-    def _detail_lines(self, golden: list[str], objects: list[tuple[str, int]], questions: list[Question]) -> list[str]:
-        """Golden sentences, each followed by the details of the objects first seen in it."""
-        sentence_of = {name: index for name, index in objects}
-        details: dict[int, list[str]] = {}
-        for q in questions:
-            if q.kind == "object" and q.kept:
-                details.setdefault(sentence_of[q.object], []).append(f"Details about {q.object}: {self._kept_answer(q)}")
-        lines = []
-        for index, sentence in enumerate(golden):
-            lines.append(sentence)
-            lines.extend(details.get(index, []))
-        return lines
-
-    def _position_lines(self, questions: list[Question]) -> list[str]:
-        return [f"Position about {q.object}: {self._kept_answer(q)}" for q in questions if q.kind == "position" and q.kept]
-
-    async def _summarise(self, trace: _Trace, stage: str, template: str, lines: list[str]) -> str:
-        """One summary; if the input would overflow the writer's window, summarise it in chunks first."""
-        budget = await self._input_budget(template)
-        for _ in range(4):
-            if budget is None or await self._count("\n".join(lines)) <= budget:
-                break
-            chunks = await asyncio.to_thread(_chunk_lines, lines, budget, self.writer.count_tokens)
-            lines = list(await asyncio.gather(*(self._write(trace, stage, template.replace("{}", "\n".join(c), 1),
-                                                            self.settings.max_tokens_summary) for c in chunks)))
-        return await self._write(trace, stage, template.replace("{}", "\n".join(lines), 1), self.settings.max_tokens_summary)
-
-    async def _integrate(self, trace: _Trace, golden: list[str], c_o: str, c_p: str) -> str:
-        context = "\n".join(golden)
-        budget = await self._input_budget(self.prompts.final)
-        if budget is not None and await self._count(context + c_o + c_p) > budget:
-            # Guard the window: condense the two summaries to fit beside the basic context.
-            room = max(budget - await self._count(context), 64) // 2
-            c_o = await self._condense(trace, self.prompts.object_summary, c_o, room)
-            c_p = await self._condense(trace, self.prompts.position_summary, c_p, room)
-        head, mid, tail, rest = self.prompts.final.split("{}")
-        return await self._write(trace, "final", head + context + mid + c_o + tail + c_p + rest,
-                                 self.settings.max_tokens_summary)
-
-    async def _condense(self, trace: _Trace, template: str, text: str, room: int) -> str:
-        if await self._count(text) <= room:
-            return text
-        chunks = await asyncio.to_thread(_chunk_lines, text.splitlines() or [text], max(room, 64),
-                                         self.writer.count_tokens)
-        parts = await asyncio.gather(*(self._write(trace, "final", template.replace("{}", "\n".join(c), 1),
-                                                   min(room, self.settings.max_tokens_summary)) for c in chunks))
-        return "\n".join(parts)
-
-    async def _count(self, text: str) -> int:
-        # count_tokens may ask a server (HTTP backends): keep it off the event loop
-        return await asyncio.to_thread(self.writer.count_tokens, text)
-
-    async def _input_budget(self, template: str) -> int | None:
-        window = self.writer.capabilities.context_window
-        if window is None:
+        No call at all when there is nothing to summarise (N = 0, or every answer was dropped): the
+        writer would invent a summary of an empty block and that invention would reach the caption."""
+        if not lines:
+            trace.skip(stage, "nothing to summarise: no question asked or no answer survived rating")
             return None
-        overhead = await self._count(template) + 64
-        return max(window - self.settings.max_tokens_summary - overhead, 256)
+        room = await self.guard.input_room(template)
+        lines = await self.guard.fit(lines, room, template, lambda prompt, n: self._write(trace, stage, prompt, n))
+        prompt = template.replace("{}", "\n".join(lines), 1)
+        return await self._write(trace, stage, prompt, await self.guard.completion_room(prompt))
+
+    async def _integrate(self, trace: Trace, golden: list[str], c_o: str, c_p: str) -> str:
+        head, mid, tail, rest = self.prompts.final.split("{}")
+        context = "\n".join(golden)
+        room = await self.guard.input_room(self.prompts.final)
+        if room is not None and await self.guard.count("\n".join((context, c_o, c_p))) > room:
+            # Guard the window: condense the two summaries to fit beside the basic context.
+            share = (room - await self.guard.count(context)) // 2
+            if share < 64:
+                raise ContextOverflow(f"the golden sentences alone nearly fill the writer's {room}-token input room")
+            c_o, c_p = await asyncio.gather(self._condense(trace, self.prompts.object_summary, c_o, share),
+                                            self._condense(trace, self.prompts.position_summary, c_p, share))
+        prompt = head + context + mid + c_o + tail + c_p + rest
+        return await self._write(trace, "final", prompt, await self.guard.completion_room(prompt))
+
+    async def _condense(self, trace: Trace, template: str, text: str, room: int) -> str:
+        write = lambda prompt, n: self._write(trace, "final", prompt, n)  # noqa: E731
+        return "\n".join(await self.guard.fit(text.splitlines(), room, template, write))
 
     # ------------------------------------------------------------------ set-up
     def _check_roles(self) -> None:
@@ -292,6 +277,7 @@ class ScaleCap:
         models = {role: b.describe() for role, b in self.backends.items()}
         fields = fingerprint_fields(models, self.settings, self.prompts.sha256[:16], self.tagger.name)
         fields["settings"]["constrained_instructions"] = self.constrained
+        fields["settings"]["scorer_is_captioner"] = self.scorer is self.captioner
         return Fingerprint(id=stable_hash(fields), **fields)
 
 
@@ -300,6 +286,8 @@ def _bind_roles(model: Any, **roles: Any) -> dict[str, Backend]:
     opened: dict[str, Backend] = {}
     bound: dict[str, Backend] = {}
     for role, spec in roles.items():
+        if spec is None and role == "scorer":
+            spec = roles["captioner"]  # METHOD section 2: rate with the model that wrote the text
         spec = spec if spec is not None else model
         if spec is None:
             raise ValueError(f"no model for the {role} role: pass model=... or {role}=...")
@@ -332,44 +320,41 @@ def _as_item(image: ImageLike, id: str | None) -> ImageItem:
     raise TypeError(f"cannot caption a {type(image).__name__}: pass a path, bytes, a PIL image or an ImageItem")
 
 
-def _chunk_lines(lines: list[str], budget: int, count) -> list[list[str]]:
-    """Group lines into chunks of at most ``budget`` tokens; a line longer than that is cut in pieces."""
-    chunks: list[list[str]] = [[]]
-    used = 0
-    for line in _split_long(lines, budget, count):
-        n = count(line) + 1
-        if chunks[-1] and used + n > budget:
-            chunks.append([])
-            used = 0
-        chunks[-1].append(line)
-        used += n
-    return chunks
+def _window(writer: Backend, settings: Settings) -> int | None:
+    """The writer's window: the server's, the ``context_window`` setting, or the smaller of both."""
+    known = [w for w in (writer.capabilities.context_window, settings.context_window) if w]
+    return min(known) if known else None
 
 
-def _split_long(lines: list[str], budget: int, count) -> Iterator[str]:
-    for line in lines:
-        n = count(line)
-        if n <= budget:
-            yield line
-            continue
-        step = max(1, int(len(line) * budget / n * 0.9))  # characters per piece, by the line's token density
-        for i in range(0, len(line), step):
-            yield line[i:i + step]
+def _detail_lines(golden: list[str], per_sentence: list[list[str]], questions: list[Question]) -> list[str]:
+    """Golden sentences, each followed by the details of the objects first seen in it; none at all
+    when no object answer survived (the golden sentences reach the final caption as its context)."""
+    sentence_of = first_sentence_of(per_sentence)
+    details: dict[int, list[str]] = {}
+    for q in questions:
+        if q.kind == "object" and q.kept:
+            details.setdefault(sentence_of[object_key(q.object)], []).append(f"Details about {q.object}: {_kept(q)}")
+    if not details:
+        return []
+    lines = []
+    for index, sentence in enumerate(golden):
+        lines.append(sentence)
+        lines.extend(details.get(index, []))
+    return lines
+
+
+def _position_lines(questions: list[Question]) -> list[str]:
+    """METHOD over the paper: the paper also feeds the golden sentences to the position summary;
+    METHOD step 5 gives it the "Position about X" lines only."""
+    return [f"Position about {q.object}: {_kept(q)}" for q in questions if q.kind == "position" and q.kept]
+
+
+def _kept(q: Question) -> str:
+    return " ".join(s.text for s in q.answer_sentences if s.kept)
 
 
 def _name(backend: Backend) -> str:
     return str(backend.describe().get("model", type(backend).__name__))
-
-
-class _timed:
-    def __init__(self, trace: _Trace, stage: str) -> None:
-        self.trace, self.stage = trace, stage
-
-    def __enter__(self) -> None:
-        self.t0 = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self.trace.timings[self.stage] = round(time.perf_counter() - self.t0, 4)
 
 
 __all__ = ["ScaleCap", "STAGES"]

@@ -47,6 +47,7 @@ class Question(_Record):
     answer: str | None = None
     answer_sentences: list[ScoredSentence] = Field(default_factory=list)
     kept: bool = False
+    truncated: bool = False  # the answer stopped at max_tokens_answer (finish_reason "length")
 
 
 class Summaries(_Record):
@@ -58,11 +59,13 @@ class StageUsage(_Record):
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    truncated: int = 0  # generation calls that stopped at their token limit (finish_reason "length")
 
-    def add(self, prompt_tokens: int, completion_tokens: int = 0) -> None:
+    def add(self, prompt_tokens: int, completion_tokens: int = 0, truncated: bool = False) -> None:
         self.calls += 1
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
+        self.truncated += int(truncated)
 
 
 class Fingerprint(_Record):
@@ -97,6 +100,7 @@ class CaptionResult(_Record):
     summaries: Summaries = Field(default_factory=Summaries)
     final_caption: str | None = None
     usage: dict[str, StageUsage] = Field(default_factory=dict)
+    skipped: dict[str, str] = Field(default_factory=dict)  # stage -> why it made no model call
     notes: list[str] = Field(default_factory=list)
     meta: dict[str, Any] = Field(default_factory=dict)
     fingerprint: Fingerprint | None = None
@@ -108,6 +112,9 @@ class CaptionResult(_Record):
 
     @property
     def golden_sentences(self) -> list[str]:
+        """The kept sentences; in the fallback case every sentence (the whole caption), as the pipeline used them."""
+        if self.caption_fallback:
+            return [s.text for s in self.sentences]
         return [s.text for s in self.sentences if s.kept]
 
     def to_json(self) -> str:

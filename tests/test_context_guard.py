@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from scalecap import ScaleCap
-from scalecap.pipeline import _Trace
+from scalecap.stages import Trace as _Trace
 
 pytestmark = pytest.mark.slow
 

@@ -3,6 +3,7 @@
 import pytest
 
 from scalecap import ScaleCap
+from scalecap.testing.scripted import ScriptedBackend
 from scalecap.testing.tiny_models import build_tiny_models
 
 pytestmark = pytest.mark.slow
@@ -11,8 +12,10 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("family", ["qwen25vl", "qwen3vl", "idefics3"])
 def test_family_runs_every_stage(family, tiny_models, sample_images, tiny_settings):
     folder = build_tiny_models(tiny_models["qwen2"].parent, (family,))[family]
-    sc = ScaleCap(captioner=str(folder), scorer=str(folder), writer=str(tiny_models["qwen2"]), budget=1, tau=-1.0,
-                  **tiny_settings)
+    # The constrained writer may now rightly ask nothing; a scripted writer always asks about one
+    # object, so that the family's captioner answers and its scorer rates the answers.
+    writer = ScriptedBackend(rules=[("Sentence", "Describe more details about the cup.\n")], default="A cup.")
+    sc = ScaleCap(captioner=str(folder), scorer=str(folder), writer=writer, budget=1, tau=-1.0, **tiny_settings)
     r = sc.caption(sample_images["coffee"])
     assert r.status == "ok", r.error
     assert r.sentences and len(r.questions) == 2 and r.final_caption is not None

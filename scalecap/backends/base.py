@@ -57,6 +57,7 @@ class ChatPrompt:
 class GenerationParams:
     max_tokens: int
     temperature: float = 0.0
+    top_p: float = 1.0
     repetition_penalty: float = 1.0
     # A regular expression the whole output must match; only honoured where
     # ``Capabilities.can_constrain`` is true (callers check, backends never ignore it silently).

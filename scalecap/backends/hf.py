@@ -22,6 +22,7 @@ from typing import Any, Hashable, Sequence
 
 from .base import Capabilities, ChatPrompt, Generation, GenerationParams, TokenScores
 from .batching import MicroBatcher
+from .images_http import fit_pixels
 from .inprocess import InProcessBackend
 from ..config import ModelConfig
 
@@ -147,15 +148,22 @@ class HFBackend(InProcessBackend):
         params = jobs[0].params
         self.tokenizer.padding_side = "left"
         prompts = [self._chat_text(j.prompt) for j in jobs]
-        images = [j.prompt.image.pil for j in jobs if j.prompt.image is not None]
+        images = [self._pixels(j.prompt.image.pil) for j in jobs if j.prompt.image is not None]
         enc = self._encode(prompts, images).to(self.device)
-        kw: dict[str, Any] = {"max_new_tokens": max(j.params.max_tokens for j in jobs),
-                              "do_sample": params.temperature > 0}
-        if params.temperature > 0:
+        # Every decoding setting explicit, never the checkpoint's generation_config (Qwen2/2.5-VL ship
+        # a repetition penalty of 1.05, top_k/top_p, sampling on): the same values on every backend.
+        from transformers import GenerationConfig
+
+        ckpt = self.model.generation_config
+        sample = params.temperature > 0
+        config = GenerationConfig(max_new_tokens=max(j.params.max_tokens for j in jobs), do_sample=sample,
+                                  repetition_penalty=params.repetition_penalty, eos_token_id=ckpt.eos_token_id,
+                                  pad_token_id=ckpt.pad_token_id if ckpt.pad_token_id is not None
+                                  else self.tokenizer.pad_token_id, bos_token_id=ckpt.bos_token_id)
+        if sample:
             torch.manual_seed(params.seed)
-            kw["temperature"] = params.temperature
-        if params.repetition_penalty != 1.0:
-            kw["repetition_penalty"] = params.repetition_penalty
+            config.temperature, config.top_p, config.top_k = params.temperature, params.top_p, 0
+        kw: dict[str, Any] = {"generation_config": config}
         if params.regex:
             kw["logits_processor"] = [self._regex_processor(params.regex)]
         if params.stop:
@@ -185,7 +193,7 @@ class HFBackend(InProcessBackend):
         torch = self._torch
         self.tokenizer.padding_side = "left"
         prompts = [self._chat_text(j.prompt) for j in jobs]
-        images = [j.prompt.image.pil for j in jobs if j.prompt.image is not None]
+        images = [self._pixels(j.prompt.image.pil) for j in jobs if j.prompt.image is not None]
         enc = self._encode(prompts, images)
         targets = [self.tokenizer(j.text, add_special_tokens=False, return_offsets_mapping=True) for j in jobs]
         rows = enc["input_ids"].shape[0]
@@ -252,6 +260,10 @@ class HFBackend(InProcessBackend):
         content.append({"type": "text", "text": prompt.user})
         messages.append({"role": "user", "content": content})
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _pixels(self, pil):
+        """The image at ``ModelConfig.max_pixels`` (as every backend sends it), else as decoded."""
+        return fit_pixels(pil, self.config.max_pixels) if self.config.max_pixels else pil
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id

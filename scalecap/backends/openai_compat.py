@@ -156,11 +156,13 @@ class OpenAIBackend:
         caps = await self.probe()
         messages, url = await self._messages(prompt)
         body: dict[str, Any] = {"model": self.model, "messages": messages,
-                                "max_tokens": params.max_tokens, "temperature": params.temperature, "seed": params.seed}
+                                "max_tokens": params.max_tokens, "temperature": params.temperature,
+                                "top_p": params.top_p, "seed": params.seed}
         if params.stop:
             body["stop"] = list(params.stop)
-        if params.repetition_penalty != 1.0 and self.server in OPEN_SERVERS:
-            body["repetition_penalty"] = params.repetition_penalty  # closed APIs have no equivalent: dropped
+        if self.server in OPEN_SERVERS:
+            # Sent even at 1.0: an open server would otherwise apply the checkpoint's own default.
+            body["repetition_penalty"] = params.repetition_penalty  # closed APIs have no equivalent
         if params.regex:
             if not caps.can_constrain:
                 raise CapabilityError(f"{self.model} at {self.api_base} cannot constrain output to a regex")

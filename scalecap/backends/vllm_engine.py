@@ -128,7 +128,7 @@ class VLLMBackend(InProcessBackend):
     def _sampling(self, params: GenerationParams):
         from vllm import SamplingParams
 
-        kw: dict[str, Any] = {"max_tokens": params.max_tokens, "temperature": params.temperature,
+        kw: dict[str, Any] = {"max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p,
                               "repetition_penalty": params.repetition_penalty, "seed": params.seed}
         if params.stop:
             kw["stop"] = list(params.stop)

@@ -16,6 +16,7 @@ __all__ = [
     "MAX_NAME_CHARS",
     "OBJECT_TEMPLATE",
     "POSITION_TEMPLATE",
+    "first_sentence_of",
     "instruction_regex",
     "object_key",
     "parse_instructions",
@@ -43,8 +44,11 @@ _ACRONYM_TAIL = re.compile(r"(?:^|\s)(?:[A-Za-z]\.)+[A-Za-z]$")
 _PLACEHOLDER = re.compile(r"^[\[<{(].*[\]>})]$")
 
 
-def parse_instructions(text: str) -> list[str]:
-    """Object names, in order and without duplicates, from the writer's output for one sentence."""
+def parse_instructions(text: str, truncated: bool = False) -> list[str]:
+    """Object names, in order and without duplicates, from the writer's output for one sentence.
+
+    ``truncated``: the output stopped at its token limit, so an unterminated last instruction is a
+    cut name ("advertisemen") and is dropped rather than asked about."""
     stop = _STOP.search(text)
     body = text[: stop.start()] if stop else text
     lines = body.split("\n")
@@ -62,8 +66,8 @@ def parse_instructions(text: str) -> list[str]:
                 continue
             key = object_key(name)
             unterminated = last_line and piece_index == len(pieces) - 1 and not _terminated(piece)
-            if unterminated and any(k.startswith(key) for k in seen):
-                continue  # a repeated line cut off by the token limit
+            if unterminated and (truncated or any(k.startswith(key) for k in seen)):
+                continue  # a line cut off by the token limit
             if key not in seen:
                 seen.add(key)
                 names.append(name)
@@ -77,7 +81,10 @@ def object_key(name: str) -> str:
 
 
 def plan_objects(per_sentence: list[list[str]], budget: int | None) -> list[str]:
-    """The objects to ask about: first spelling of each, sentence order, at most ``budget``."""
+    """The objects to ask about: first spelling of each, sentence order, at most ``budget``.
+
+    METHOD over the paper: the paper's N counts object *and* position instructions; here N counts
+    object instructions, each bringing its position twin (N = all is the same either way)."""
     if budget is not None and budget < 0:
         raise ValueError(f"budget must be None (all) or >= 0, got {budget}")
     planned: list[str] = []
@@ -93,29 +100,36 @@ def plan_objects(per_sentence: list[list[str]], budget: int | None) -> list[str]
     return planned
 
 
-def instruction_regex(
-    max_lines: int = 8, max_words: int = 6, max_word_chars: int | None = None
-) -> str:
-    """A decoding constraint that only admits ``max_lines`` parseable object instructions.
+def first_sentence_of(per_sentence: list[list[str]]) -> dict[str, int]:
+    """For each object key, the index of the sentence that first named it (the order of the cut)."""
+    first: dict[str, int] = {}
+    for index, names in enumerate(per_sentence):
+        for name in names:
+            first.setdefault(object_key(name), index)
+    return first
+
+
+def instruction_regex(max_lines: int | None = None) -> str:
+    """A decoding constraint that admits exactly the outputs the parser turns into whole names.
+
+    Each line is one object instruction ending in a newline; the name may hold any letter or digit,
+    spaces, periods, hyphens and apostrophes ("U.S. flag", "thought-provoking text", "No. 5 bus"),
+    starts and ends with a letter or digit (the final period is the template's, so "U.S." is
+    written "U.S" + "." and parsed back with its period) and is at most ``MAX_NAME_CHARS`` long, the
+    parser's own limit. Zero lines are allowed: a sentence that names no concrete object is not
+    forced to invent one. ``max_lines`` caps the lines at what the budget can still use (one
+    sentence can never contribute more than N objects); ``None`` leaves them to ``max_tokens``.
 
     Kept to the regex subset that ``re``, xgrammar, outlines and llguidance agree on (literals,
-    classes, bounded repeats, plain groups). Each word starts with a letter or digit; by default a
-    word is capped so that a full name stays within ``MAX_NAME_CHARS``, so every output the regex
-    admits yields at least one object, even from a random model.
+    classes, bounded repeats, plain groups, ``*``).
     """
-    if max_lines < 1 or max_words < 1:
-        raise ValueError("max_lines and max_words must be >= 1")
-    if max_word_chars is None:
-        max_word_chars = max(1, min(20, (MAX_NAME_CHARS + 1) // max_words - 1))
-    if max_words * (max_word_chars + 1) - 1 > MAX_NAME_CHARS:
-        raise ValueError(
-            f"{max_words} words of {max_word_chars} chars can exceed {MAX_NAME_CHARS} chars"
-        )
-    letters = "A-Za-z0-9À-ÖØ-öø-ÿ"
-    word = f"[{letters}][{letters}'-]{{0,{max_word_chars - 1}}}"
-    name = f"{word}( {word}){{0,{max_words - 1}}}"
+    if max_lines is not None and max_lines < 0:
+        raise ValueError(f"max_lines must be None or >= 0, got {max_lines}")
+    edge = "A-Za-z0-9À-ÖØ-öø-ÿ"
+    name = f"[{edge}]([{edge} .'-]{{0,{MAX_NAME_CHARS - 2}}}[{edge}])?"
     line = OBJECT_TEMPLATE.replace(".", r"\.").format(name)
-    return f"({line}\\n){{1,{max_lines}}}"
+    repeat = "*" if max_lines is None else f"{{0,{max_lines}}}"
+    return f"({line}\\n){repeat}"
 
 
 def _strip_line_markup(line: str) -> str:

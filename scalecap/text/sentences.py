@@ -54,7 +54,8 @@ _STRUCTURAL = re.compile(
 )
 _HEADER = re.compile(r"\s*(?:#{1,6}(?:\s.*)?|(?:\*\*|__)[^*_\n]+(?:\*\*|__)\s*:?)\s*$")
 # A sentence consisting only of this is a list marker, so its period is not a sentence end.
-_LIST_MARKER = re.compile(r"(?:[-*+•]\s+)?(?:\d{1,3}|[A-Za-z]|[ivx]{1,4}|[IVX]{1,4})")
+_LIST_MARKER = re.compile(
+    r"(?:#{1,6}\s+|[-*+•]\s+)?(?:\*\*|__)?(?:\d{1,3}|[A-Za-z]|[ivx]{1,4}|[IVX]{1,4})")
 # Spans whose punctuation and newlines are never sentence ends.
 _PROTECTED = re.compile(r"\\\[.*?\\\]|\\\(.*?\\\)|\$\$.*?\$\$|```.*?```", re.DOTALL)
 

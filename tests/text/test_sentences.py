@@ -236,3 +236,22 @@ def test_pathological_inputs_stay_linear(text: str) -> None:
     started = time.perf_counter()
     check_partition(text)
     assert time.perf_counter() - started < 2.0
+
+
+import pytest as _pytest  # noqa: E402
+
+
+@_pytest.mark.parametrize(("text", "expected"), [
+    ("### 1. Overview\nThe image shows a cat.", ["### 1. Overview", "The image shows a cat."]),
+    ("## 2. Colours", ["## 2. Colours"]),
+    ("**1. Scene Overview:** The image shows a cat. It sleeps.",
+     ["**1. Scene Overview:** The image shows a cat.", "It sleeps."]),
+    ("- **2. Objects:** A dog.", ["- **2. Objects:** A dog."]),
+    ("__3. Lighting:__ Soft light.", ["__3. Lighting:__ Soft light."]),
+])
+def test_markdown_numbered_headings_stay_whole(text, expected):
+    from scalecap.text.sentences import split_sentences
+
+    sentences = split_sentences(text)
+    assert [s.text for s in sentences] == expected
+    assert all(text[s.start:s.end] == s.text for s in sentences)
