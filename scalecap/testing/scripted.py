@@ -109,4 +109,38 @@ class ScriptedBackend:
         return [c for c in self.calls if c.kind == "generate" and re.search(pattern, c.prompt.user)]
 
 
-__all__ = ["Call", "ScriptedBackend"]
+@dataclass
+class RecordingBackend:
+    """Any backend, with every request it receives recorded (as ``Call`` values, like the scripted
+    backend's), so that a test can read the exact prompts a real model was given."""
+
+    inner: Any
+    calls: list[Call] = field(default_factory=list)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    async def generate(self, prompt: ChatPrompt, params: GenerationParams) -> Generation:
+        self.calls.append(Call("generate", prompt, params))
+        return await self.inner.generate(prompt, params)
+
+    async def score(self, prompt: ChatPrompt, text: str) -> TokenScores:
+        self.calls.append(Call("score", prompt, None, text))
+        return await self.inner.score(prompt, text)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def generations(self, pattern: str = "") -> list[Call]:
+        """Recorded generation calls whose user turn matches ``pattern``."""
+        return [c for c in self.calls if c.kind == "generate" and re.search(pattern, c.prompt.user)]
+
+
+__all__ = ["Call", "RecordingBackend", "ScriptedBackend"]
