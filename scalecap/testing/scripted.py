@@ -29,12 +29,14 @@ _TOKEN = re.compile(r"\s*\S+|\s+$")
 
 @dataclass(frozen=True)
 class Call:
-    """One recorded request: ``kind`` is "generate" or "score"."""
+    """One recorded request: ``kind`` is "generate" or "score"; ``text`` is the scored text;
+    ``reply`` is what a generation returned (recorded by ``RecordingBackend`` only)."""
 
     kind: str
     prompt: ChatPrompt
     params: GenerationParams | None = None
     text: str = ""
+    reply: Generation | None = None
 
     @property
     def with_image(self) -> bool:
@@ -112,7 +114,8 @@ class ScriptedBackend:
 @dataclass
 class RecordingBackend:
     """Any backend, with every request it receives recorded (as ``Call`` values, like the scripted
-    backend's), so that a test can read the exact prompts a real model was given."""
+    backend's), so that a test can read the exact prompts a real model was given and what it
+    replied. Generations are recorded when they return, so in completion order."""
 
     inner: Any
     calls: list[Call] = field(default_factory=list)
@@ -125,8 +128,9 @@ class RecordingBackend:
         return self.inner.describe()
 
     async def generate(self, prompt: ChatPrompt, params: GenerationParams) -> Generation:
-        self.calls.append(Call("generate", prompt, params))
-        return await self.inner.generate(prompt, params)
+        out = await self.inner.generate(prompt, params)
+        self.calls.append(Call("generate", prompt, params, reply=out))
+        return out
 
     async def score(self, prompt: ChatPrompt, text: str) -> TokenScores:
         self.calls.append(Call("score", prompt, None, text))
