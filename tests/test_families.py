@@ -18,5 +18,6 @@ def test_family_runs_every_stage(family, tiny_models, sample_images, tiny_settin
     sc = ScaleCap(captioner=str(folder), scorer=str(folder), writer=writer, budget=1, tau=-1.0, **tiny_settings)
     r = sc.caption(sample_images["coffee"])
     assert r.status == "ok", r.error
-    assert r.sentences and len(r.questions) == 2 and r.final_caption is not None
+    assert r.sentences and len(r.questions) == 2
+    assert r.usage["final"].calls == 1 and r.usage["final"].completion_tokens > 0 and r.final_caption
     assert r.usage["answer_rating"].calls == 4

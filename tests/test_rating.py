@@ -86,10 +86,27 @@ def test_sentence_without_content_words_scores_none_and_is_dropped():
 
 
 def test_token_spanning_a_sentence_boundary_belongs_to_both():
+    # BPE merges across the cut: ". D" covers the end of "Cat." and the start of "Dog", and it is the
+    # only token with a large contrast, so each sentence's score can only come from it.
+    text = "Cat. Dog"
+    pieces = ["Cat", ". D", "og"]
+    a = scores(text, pieces, [math.log(0.3), math.log(0.9), math.log(0.2)])
+    b = scores(text, pieces, [math.log(0.25), math.log(0.1), math.log(0.15)])
+    rated = rate_text(text, a, b, [(0, 3), (5, 8)], "prob", tau=0.5, store_tokens=True)
+    assert [s.text for s in rated.sentences] == ["Cat.", "Dog"]
+    assert [s.score for s in rated.sentences] == pytest.approx([0.8, 0.8])
+    assert [s.kept for s in rated.sentences] == [True, True]
+    assert [[t.text for t in s.tokens] for s in rated.sentences] == [["Cat", ". D"], [". D", "og"]]
+
+
+def test_token_ending_at_a_sentence_start_does_not_belong_to_it():
+    # ".\n" ends where "Dog" starts (offset 5): it touches the second sentence but lies outside it.
     text = "Cat.\nDog"
     pieces = ["Cat", ".\n", "Dog"]
     a = scores(text, pieces, [math.log(0.9), math.log(0.9), math.log(0.5)])
     b = scores(text, pieces, [math.log(0.1), math.log(0.1), math.log(0.45)])
-    rated = rate_text(text, a, b, [(0, 3), (5, 8)], "prob", tau=0.1)
+    rated = rate_text(text, a, b, [(0, 3), (3, 5), (5, 8)], "prob", tau=0.1, store_tokens=True)
     assert [s.text for s in rated.sentences] == ["Cat.", "Dog"]  # the unterminated tail is a sentence
+    assert [[t.text for t in s.tokens] for s in rated.sentences] == [["Cat", ".\n"], ["Dog"]]
+    assert [s.score for s in rated.sentences] == pytest.approx([0.8, 0.05])
     assert [s.kept for s in rated.sentences] == [True, False]

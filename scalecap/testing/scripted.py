@@ -29,12 +29,14 @@ _TOKEN = re.compile(r"\s*\S+|\s+$")
 
 @dataclass(frozen=True)
 class Call:
-    """One recorded request: ``kind`` is "generate" or "score"."""
+    """One recorded request: ``kind`` is "generate" or "score"; ``text`` is the scored text;
+    ``reply`` is what a generation returned (recorded by ``RecordingBackend`` only)."""
 
     kind: str
     prompt: ChatPrompt
     params: GenerationParams | None = None
     text: str = ""
+    reply: Generation | None = None
 
     @property
     def with_image(self) -> bool:
@@ -109,4 +111,40 @@ class ScriptedBackend:
         return [c for c in self.calls if c.kind == "generate" and re.search(pattern, c.prompt.user)]
 
 
-__all__ = ["Call", "ScriptedBackend"]
+@dataclass
+class RecordingBackend:
+    """Any backend, with every request it receives recorded (as ``Call`` values, like the scripted
+    backend's), so that a test can read the exact prompts a real model was given and what it
+    replied. Generations are recorded when they return, so in completion order."""
+
+    inner: Any
+    calls: list[Call] = field(default_factory=list)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    async def generate(self, prompt: ChatPrompt, params: GenerationParams) -> Generation:
+        out = await self.inner.generate(prompt, params)
+        self.calls.append(Call("generate", prompt, params, reply=out))
+        return out
+
+    async def score(self, prompt: ChatPrompt, text: str) -> TokenScores:
+        self.calls.append(Call("score", prompt, None, text))
+        return await self.inner.score(prompt, text)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def generations(self, pattern: str = "") -> list[Call]:
+        """Recorded generation calls whose user turn matches ``pattern``."""
+        return [c for c in self.calls if c.kind == "generate" and re.search(pattern, c.prompt.user)]
+
+
+__all__ = ["Call", "RecordingBackend", "ScriptedBackend"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,9 +23,14 @@ YESNO = BenchItem(id="q2", question="Is there a dog?", answer="yes", options={"A
 
 
 def test_shuffle_is_seeded_per_item_and_keeps_the_key():
-    a, b = shuffle_options(FOUR, 0), shuffle_options(FOUR, 0)
-    assert a == b  # same seed, same item: same order, whatever else is evaluated
-    assert sorted(a.order) == ["A", "B", "C", "D"]
+    a = shuffle_options(FOUR, 0)
+    # pinned: the order is a function of (seed, id) only, the same in every process and Python version
+    # (random.Random seeds a str through SHA-512, never through the per-process hash())
+    assert a.order == ["C", "D", "A", "B"]
+    assert [shuffle_options(FOUR, s).order for s in (1, 2)] == [["B", "C", "D", "A"], ["C", "B", "A", "D"]]
+    # the question text and option texts do not enter the shuffle, the id does
+    assert shuffle_options(dataclasses.replace(FOUR, question="Which colour?"), 0).order == a.order
+    assert shuffle_options(dataclasses.replace(FOUR, id="q9"), 0).order != a.order
     assert a.options[a.key] == "red"  # the key follows its text
     orders = {tuple(shuffle_options(FOUR, s).order) for s in range(10)}
     assert len(orders) > 1  # the seed matters

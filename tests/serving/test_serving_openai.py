@@ -159,7 +159,8 @@ def test_pipeline_mixed_roles(vllm_server, tiny_models, sample_images, tiny_sett
     sc = ScaleCap(captioner=cfg, scorer=cfg, writer=str(tiny_models["qwen2"]), budget=2, tau=-1.0, **tiny_settings)
     r = sc.caption(sample_images["chelsea"])
     assert r.status == "ok", r.error
-    assert r.questions and r.final_caption is not None  # the random writer may write only whitespace
+    assert r.questions  # the final caption may be empty: the random writer may write only whitespace
+    assert r.usage["final"].calls == 1 and r.usage["final"].completion_tokens > 0
     assert r.fingerprint.models["writer"]["backend"] == "hf"
 
 

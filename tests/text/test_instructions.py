@@ -1,5 +1,9 @@
+import json
+import os
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -167,9 +171,25 @@ def test_plan_objects_rejects_negative_budget() -> None:
         plan_objects([["man"]], -1)
 
 
-def test_plan_objects_is_deterministic() -> None:
-    per_sentence = [[f"object {i % 7}" for i in range(j, j + 5)] for j in range(10)]
-    assert len({tuple(plan_objects(per_sentence, None)) for _ in range(5)}) == 1
+PLAN_INPUT = [["the Zebra", "apple", "A kite"], ["zebra", "Mango", "an apple"], ["kite", "yak", "Apple", "mango"]]
+PLAN_EXPECTED = ["the Zebra", "apple", "A kite", "Mango", "yak"]
+
+
+def test_plan_objects_keeps_first_spelling_in_first_seen_order() -> None:
+    assert plan_objects(PLAN_INPUT, None) == PLAN_EXPECTED
+
+
+def test_plan_objects_is_the_same_under_any_hash_seed() -> None:
+    # The reference code deduplicated through a set, whose order changes with PYTHONHASHSEED: only
+    # separate processes with different seeds can show that this order does not.
+    code = ("import json; from scalecap.text.instructions import plan_objects; "
+            f"print(json.dumps(plan_objects({PLAN_INPUT!r}, None)))")
+    outputs = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        outputs.add(out.stdout)
+    assert [json.loads(o) for o in outputs] == [PLAN_EXPECTED]
 
 
 NAMES = ["advertisement", "U.S. flag", "thought-provoking text", "No. 5 bus", "St. Mary's church",
