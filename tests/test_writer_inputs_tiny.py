@@ -70,18 +70,22 @@ def _check_writer_prompts(r, writer: RecordingBackend, tau: float) -> None:
 
     object_prompts = [p for p in prompts if p.startswith("Descriptions:") and "Collect all details" in p]
     position_prompts = [p for p in prompts if p.startswith("Descriptions:") and "position information" in p]
-    assert len(object_prompts) == len(position_prompts) == 1
     details = [f"Details about {q.object}: {_kept(q)}" for q in r.questions if q.kind == "object" and q.kept]
-    lines = object_prompts[0].removeprefix("Descriptions:\n").split("\n\nCollect all details")[0].split("\n")
-    assert sorted(lines) == sorted(golden + details)
-    assert [line for line in lines if line in golden] == golden
     positions = [f"Position about {q.object}: {_kept(q)}" for q in r.questions if q.kind == "position" and q.kept]
-    assert position_prompts[0] == PROMPTS.position_summary.replace("{}", "\n".join(positions), 1)
+    # a summary with nothing to summarise is not requested at all (issue 13), and the record says so
+    assert len(object_prompts) == (1 if details else 0) and len(position_prompts) == (1 if positions else 0)
+    assert ("object_summary" in r.skipped) == (not details) and ("position_summary" in r.skipped) == (not positions)
+    if details:
+        lines = object_prompts[0].removeprefix("Descriptions:\n").split("\n\nCollect all details")[0].split("\n")
+        assert sorted(lines) == sorted(golden + details)
+        assert [line for line in lines if line in golden] == golden
+    if positions:
+        assert position_prompts[0] == PROMPTS.position_summary.replace("{}", "\n".join(positions), 1)
 
     head, mid, tail, rest = PROMPTS.final.split("{}")
-    final = head + "\n".join(golden) + mid + r.summaries.objects + tail + r.summaries.positions + rest
+    final = head + "\n".join(golden) + mid + (r.summaries.objects or "") + tail + (r.summaries.positions or "") + rest
     assert [p for p in prompts if p.startswith("Basic Context:")] == [final]
-    assert len(prompts) == len(instructions) + 3
+    assert len(prompts) == len(instructions) + len(object_prompts) + len(position_prompts) + 1
 
     writer_inputs = "\n".join(prompts)
     dropped = [s.text for s in r.sentences if not s.kept] if not r.caption_fallback else []
@@ -101,18 +105,21 @@ def test_real_scorer_and_writer_see_only_kept_sentences(backends, sample_images,
         return dict(captioner=captioner, scorer=backends["vlm"], writer=extra.get("writer", backends["llm"]),
                     budget=3, tagger="lexicon", **tiny_settings)
 
-    image = sample_images["chelsea"]
-    tau = _median_caption_tau(kwargs, image)
-    writer = RecordingBackend(backends["llm"])
-    r = ScaleCap(**kwargs(writer=writer), tau=tau).caption(image)
-    assert r.status == "ok", r.error
-
-    # the premises: each kind of decision the writer's input depends on actually occurs
-    kept = [s.kept for s in r.sentences]
-    assert any(kept) and not all(kept) and not r.caption_fallback
-    assert any(q.kept and not all(s.kept for s in q.answer_sentences) for q in r.questions), \
-        "no kept answer lost a sentence"
-    assert any(not q.kept for q in r.questions), "no answer was dropped whole"
+    # Which answers keep which sentences depends on the random weights, so the test looks, over the
+    # four photos in order, for the first run in which every kind of decision occurs, and fails if none does.
+    for name in ("chelsea", "coffee", "astronaut", "rocket"):
+        tau = _median_caption_tau(kwargs, sample_images[name])
+        writer = RecordingBackend(backends["llm"])
+        r = ScaleCap(**kwargs(writer=writer), tau=tau).caption(sample_images[name])
+        assert r.status == "ok", r.error
+        kept = [s.kept for s in r.sentences]
+        # Answer-level premises (a kept answer that lost a sentence) are not reachable with the tiny
+        # writer since it may rightly ask a single question (issue 13); test_writer_inputs.py covers them.
+        premises = any(kept) and not all(kept) and not r.caption_fallback and bool(r.questions)
+        if premises:
+            break
+    else:
+        pytest.fail("no photo gave both kept and dropped caption sentences and a question")
     _check_writer_prompts(r, writer, tau)
 
 

@@ -307,7 +307,7 @@ class _ShardedSink(Sink):
 
 #: Parquet columns: the scalar fields of a record, then its nested fields as JSON strings.
 SCALAR_FIELDS = ("id", "source", "status", "error", "error_kind", "first_caption", "final_caption")
-JSON_FIELDS = ("sentences", "questions", "summaries", "usage", "notes", "meta", "fingerprint", "timings")
+JSON_FIELDS = ("sentences", "questions", "summaries", "usage", "notes", "meta", "fingerprint", "timings", "skipped")
 
 
 def record_to_row(record: CaptionResult) -> dict[str, Any]:
@@ -324,9 +324,10 @@ def row_to_record(row: dict[str, Any]) -> CaptionResult:
     d = {k: row[k] for k in SCALAR_FIELDS}
     d["caption_fallback"] = row["caption_fallback"]
     for k in JSON_FIELDS:
-        d[k] = json.loads(row[k]) if row[k] is not None else None
-    if d["fingerprint"] is None:
-        d.pop("fingerprint")
+        d[k] = json.loads(row[k]) if row.get(k) is not None else None
+    for k in ("fingerprint", "skipped"):  # absent from older shards: the record's default
+        if d[k] is None:
+            d.pop(k)
     return CaptionResult.model_validate(d)
 
 

@@ -184,3 +184,12 @@ def test_export_llava_and_llamafactory_from_the_cli(small_folder, tmp_path):
     assert rows[0]["messages"][0] == {"role": "user", "content": "<image>Caption it."}
     assert Path(rows[0]["images"][0]).is_file()
     assert runner.invoke(app, ["export", "coco", str(out), "-o", str(tmp_path / "x")]).exit_code == 2
+
+
+def test_parquet_rows_carry_every_record_field():
+    """A field the Parquet row does not carry is lost on resume from Parquet shards (it happened to
+    ``skipped``): every CaptionResult field must be a column."""
+    from scalecap.io.sinks import JSON_FIELDS, SCALAR_FIELDS
+    from scalecap.records import CaptionResult
+
+    assert set(CaptionResult.model_fields) == set(SCALAR_FIELDS) | set(JSON_FIELDS) | {"caption_fallback"}
