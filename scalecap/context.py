@@ -18,7 +18,7 @@ guard turns that into guarantees rather than hopes:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from .backends.base import BackendError
 from .text.sentences import split_sentences
@@ -123,25 +123,19 @@ def _pieces(lines: list[str], budget: int, count: Count) -> Iterator[str]:
         if count(line) <= budget:
             yield line
             continue
-        run = ""
-        for sentence in (s.text for s in split_sentences(line)):
-            for part in ([sentence] if count(sentence) <= budget else _by_words(sentence, budget, count)):
-                candidate = f"{run} {part}" if run else part
-                if run and count(candidate) > budget:
-                    yield run
-                    candidate = part
-                run = candidate
-        if run:
-            yield run
+        parts = (part for sentence in (s.text for s in split_sentences(line))
+                 for part in ([sentence] if count(sentence) <= budget else _pack(sentence.split(), budget, count)))
+        yield from _pack(parts, budget, count)
 
 
-def _by_words(sentence: str, budget: int, count: Count) -> Iterator[str]:
+def _pack(parts: Iterable[str], budget: int, count: Count) -> Iterator[str]:
+    """Parts joined by spaces into runs of at most ``budget`` tokens (a part longer than that stands alone)."""
     run = ""
-    for word in sentence.split():
-        candidate = f"{run} {word}" if run else word
+    for part in parts:
+        candidate = f"{run} {part}" if run else part
         if run and count(candidate) > budget:
             yield run
-            candidate = word
+            candidate = part
         run = candidate
     if run:
         yield run

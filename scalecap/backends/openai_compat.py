@@ -104,6 +104,7 @@ class OpenAIBackend:
         self._probe_loop: asyncio.AbstractEventLoop | None = None
         self._sync_lock = threading.Lock()  # the lazy probe
         self._sync = threading.local()  # one sync client per thread for count_tokens: no global lock
+        self._sync_clients: list[httpx.Client] = []  # all of them, to close
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, api_base={self.api_base!r}, server={self.server!r})"
@@ -224,7 +225,7 @@ class OpenAIBackend:
                     client = self._sync.client = httpx.Client(headers=self._headers(),
                                                               timeout=min(self.config.timeout, 10.0))
                     with self._sync_lock:
-                        self._sync_clients = [*getattr(self, "_sync_clients", []), client]
+                        self._sync_clients.append(client)
                 resp = client.post(self._root + "/tokenize", json=self._tokenize_body(text))
                 if resp.status_code in (404, 405, 501):
                     self._has_tokenize = False
@@ -236,7 +237,7 @@ class OpenAIBackend:
 
     async def aclose(self) -> None:
         with self._sync_lock:
-            clients, self._sync_clients = getattr(self, "_sync_clients", []), []
+            clients, self._sync_clients = self._sync_clients, []
         for client in clients:
             client.close()
         self._sync = threading.local()
