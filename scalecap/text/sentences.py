@@ -21,7 +21,11 @@ How cuts are found, per paragraph (a blank line always ends one):
   ellipses together;
 * never inside display/inline LaTeX (``\\[..\\]``, ``\\(..\\)``, ``$$..$$``) or fenced code.
 
-Known limit: personal initials (``John F. Kennedy``) split after the initial.
+A dotted initialism (``U.S.``, ``D.C.``) or a personal initial (``John F. Kennedy``) before a
+capitalised word is ambiguous: "the U.S. Army" goes on, "made in the U.S. The flag" does not. The
+splitter cuts there only when the next word is one that typically opens a caption sentence (an
+article, pronoun, demonstrative or leading preposition), so a proper noun after the initialism keeps
+the sentence whole.
 """
 
 from __future__ import annotations
@@ -68,6 +72,14 @@ _ABBREVIATIONS = frozenset(
 _NUMBERING = frozenset(
     "No no Nos nos Vol vol p pp Sec Ch Art Op Ex Tab Table Jan Feb Mar Apr Jun Jul Aug Sep Sept "
     "Oct Nov Dec".split()
+)
+# Dotted initialisms without their final period ("U.S", "D.C", "e.g" is an abbreviation above).
+_INITIALISM = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
+# Words that open a new sentence after an ambiguous initialism or initial ("... the U.S. The flag").
+_SENTENCE_OPENERS = frozenset(
+    "The A An This That These Those It Its There Here They Their He His She Her We Our I You "
+    "In On At Behind Above Below Beside Next Near Under Overall Additionally Also However Some "
+    "Several Many Each Both All Two Three Four Five One To As If When While".split()
 )
 # After terminal punctuation, a sentence does not start with one of these.
 _NO_START = frozenset(",;:=<>+)]}%&|~^/")
@@ -144,7 +156,7 @@ def _paragraph_cuts(text: str, start: int, end: int) -> list[int]:
         line_index = bisect.bisect_right(cuts, match.start())
         line_cut = cuts[line_index - 1] if line_index else start
         sentence_start = max(line_cut, terminal_cuts[-1] if terminal_cuts else start)
-        if _ends_sentence(text, sentence_start, match.start(), match.group(), text[after]):
+        if _ends_sentence(text, sentence_start, match.start(), match.group(), _word_at(text, after)):
             terminal_cuts.append(match.end())
     return sorted(cuts + terminal_cuts)
 
@@ -158,7 +170,8 @@ def _continues(line: str, next_line: str) -> bool:
     return not tail or tail[-1] not in ".!?…:"
 
 
-def _ends_sentence(text: str, sentence_start: int, at: int, punct: str, following: str) -> bool:
+def _ends_sentence(text: str, sentence_start: int, at: int, punct: str, next_word: str) -> bool:
+    following = next_word[:1]
     if following.islower() or following in _NO_START:
         return False
     if punct.rstrip(_CLOSERS) != ".":
@@ -172,9 +185,29 @@ def _ends_sentence(text: str, sentence_start: int, at: int, punct: str, followin
     word = text[word_start:at].lstrip(_OPENERS)
     if word in _ABBREVIATIONS:
         return False
+    if punct == "." and _is_initial(word, text, sentence_start, word_start):
+        return next_word.strip(_OPENERS).rstrip(",.;:!?") in _SENTENCE_OPENERS
     if word.isdigit() and len(word) <= 3 and _previous_char(text, sentence_start, word_start) == ":":
         return False  # an inline list: "Steps: 1. Preheat."
     return not (word in _NUMBERING and (following.isdigit() or following == "#"))
+
+
+def _word_at(text: str, at: int) -> str:
+    """The whitespace-delimited word starting at ``at``."""
+    stop = at
+    while stop < len(text) and not text[stop].isspace():
+        stop += 1
+    return text[at:stop]
+
+
+def _is_initial(word: str, text: str, floor: int, word_start: int) -> bool:
+    """``U.S`` (a dotted initialism) or ``F`` after a capitalised name word (``John F.``)."""
+    if _INITIALISM.fullmatch(word):
+        return True
+    if len(word) != 1 or not word.isupper():
+        return False
+    before = text[floor:word_start].split()
+    return bool(before) and before[-1][:1].isupper() and before[-1].isalpha()
 
 
 def _previous_char(text: str, floor: int, at: int) -> str:
