@@ -60,6 +60,12 @@ class ModelConfig(BaseModel):
     # folder the server reports); used only after it agrees with the server's /tokenize
     tokenizer: str | None = None
     local_tokenizer: bool = True
+    # the with-image rating of a greedy, unconstrained generation reuses the generation's own
+    # log-probs when the text re-tokenises to the generated ids (backends/reuse.py). None: on for a
+    # vLLM server (its values are the teacher-forced ones exactly), off in-process with transformers
+    # (batched generation makes them depend on batch-mates by ~1e-6, so records would no longer be
+    # byte-identical across concurrency); True/False force it
+    reuse_logprobs: bool | None = None
     vision: bool | None = None  # None: ask the server (HTTP probe); True/False: skip the probe
     # vllm in-process
     vllm_kwargs: dict[str, Any] = Field(default_factory=dict)

@@ -196,7 +196,10 @@ class ScaleCap:
         with_image, without_image, content = await asyncio.gather(
             self.scorer.score(prompt, text), self.scorer.score(prompt.without_image(), text),
             loop.run_in_executor(self._tagging, self.tagger.content_spans, text))
-        trace.usage[stage].add(with_image.prompt_tokens)
+        if with_image.source == "teacher_forced":
+            trace.usage[stage].add(with_image.prompt_tokens)
+        else:  # the generation's own log-probs: no model call
+            trace.usage[stage].reused += 1
         trace.usage[stage].add(without_image.prompt_tokens)
         return rate_text(text, with_image, without_image, content, self.settings.score_mode,
                          self.settings.effective_tau, self.settings.store_tokens)
@@ -225,7 +228,7 @@ class ScaleCap:
         # Rejected sentences are dropped; an answer with nothing left is dropped with its object.
         return Question(object=obj, kind=kind, instruction=instruction, answer=out.text,
                         answer_sentences=rated.sentences, kept=any(s.kept for s in rated.sentences),
-                        truncated=out.finish_reason == "length")
+                        truncated=out.finish_reason == "length", scored_from=rated.scored_from)
 
     async def _summarise(self, trace: Trace, stage: str, template: str, lines: list[str]) -> str | None:
         """One summary, with its input condensed first if it would overflow the writer's window.

@@ -33,6 +33,8 @@ class RatingError(ValueError):
 class RatedText:
     sentences: list[ScoredSentence]
     fallback: bool  # nothing survived: the whole text stands in for the golden sentences
+    # where the with-image values came from: "teacher_forced" or "generation" (backends/reuse.py)
+    scored_from: str = "teacher_forced"
 
     @property
     def golden(self) -> list[str]:
@@ -109,4 +111,4 @@ def rate_text(
         rated.append(ScoredSentence(text=sent.text, start=sent.start, end=sent.end, score=score,
                                     kept=score is not None and score > tau, tokens=tokens))
     fallback = bool(rated) and not any(s.kept for s in rated)
-    return RatedText(sentences=rated, fallback=fallback)
+    return RatedText(sentences=rated, fallback=fallback, scored_from=with_image.source)

@@ -48,6 +48,8 @@ class Question(_Record):
     answer_sentences: list[ScoredSentence] = Field(default_factory=list)
     kept: bool = False
     truncated: bool = False  # the answer stopped at max_tokens_answer (finish_reason "length")
+    # the with-image rating's values: "teacher_forced" (a scoring pass) or "generation" (reused)
+    scored_from: str | None = None
 
 
 class Summaries(_Record):
@@ -60,6 +62,7 @@ class StageUsage(_Record):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     truncated: int = 0  # generation calls that stopped at their token limit (finish_reason "length")
+    reused: int = 0  # with-image ratings that reused their generation's log-probs (no model call)
 
     def add(self, prompt_tokens: int, completion_tokens: int = 0, truncated: bool = False) -> None:
         self.calls += 1

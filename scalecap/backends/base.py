@@ -88,6 +88,8 @@ class TokenScores:
     logprobs: tuple[float, ...]
     logits: tuple[float, ...] | None = None
     prompt_tokens: int = 0
+    # "teacher_forced" (a scoring pass) or "generation" (the generation's own values, see reuse.py).
+    source: str = "teacher_forced"
 
     def __post_init__(self) -> None:
         n = len(self.token_ids)

@@ -24,6 +24,7 @@ from .base import Capabilities, ChatPrompt, Generation, GenerationParams, TokenS
 from .batching import MicroBatcher
 from .images_http import fit_pixels
 from .inprocess import InProcessBackend
+from .reuse import FROM_GENERATION, GeneratedTokens, GenerationLogprobs, match_ids, reusable
 from ..config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class HFBackend(InProcessBackend):
             vision=self._is_vlm, can_score=True, has_logits=True, can_constrain=_has_xgrammar(),
             context_window=getattr(text_cfg, "max_position_embeddings", None))
         self._grammars: dict[str, Any] = {}
+        self._generated = GenerationLogprobs()  # generation values awaiting their with-image rating
         self._grammar_lock = threading.Lock()
         self._batcher = MicroBatcher(self._run_batch, max_batch=config.max_batch_size, name="hf")
 
@@ -114,6 +116,9 @@ class HFBackend(InProcessBackend):
         self._check_image(prompt)
         if not text:
             return TokenScores((), (), (), (), 0)
+        reused = self._reused(prompt, text)
+        if reused is not None:
+            return reused
         return await self._batcher.submit(("score", prompt.image is not None), _ScoreJob(prompt, text))
 
     def count_tokens(self, text: str) -> int:
@@ -164,12 +169,17 @@ class HFBackend(InProcessBackend):
             torch.manual_seed(params.seed)
             config.temperature, config.top_p, config.top_k = params.temperature, params.top_p, 0
         kw: dict[str, Any] = {"generation_config": config}
+        keep = [self._keeps_logprobs(j) for j in jobs]
+        if any(keep):  # the raw logits of every step, before any processor (penalty, constraint)
+            config.output_logits, config.return_dict_in_generate = True, True
         if params.regex:
             kw["logits_processor"] = [self._regex_processor(params.regex)]
         if params.stop:
             kw["stop_strings"] = list(params.stop)
             kw["tokenizer"] = self.tokenizer
         out = self.model.generate(**enc, **kw)
+        steps = out.logits if any(keep) else None
+        out = out.sequences if any(keep) else out
         new = out[:, enc["input_ids"].shape[1]:]
         eos = self._eos_ids()
         results = []
@@ -185,9 +195,38 @@ class HFBackend(InProcessBackend):
                 cut = min((text.find(s) for s in params.stop if s in text), default=-1)
                 if cut >= 0:
                     text, finished = text[:cut], True
+            if keep[i] and steps is not None and text.strip():
+                self._keep_logprobs(job.prompt, text.strip(), row[:n], [step[i] for step in steps[:n]])
             results.append(Generation(text=text, prompt_tokens=int(enc["attention_mask"][i].sum()),
                                       completion_tokens=n, finish_reason="stop" if finished else "length"))
         return results
+
+    # ------------------------------------------------------------------ log-prob reuse (see reuse.py)
+    def _keeps_logprobs(self, job: _GenJob) -> bool:
+        p = job.params
+        return (self.config.reuse_logprobs is True and job.prompt.image is not None
+                and reusable(p.temperature, p.repetition_penalty, p.regex, p.stop))
+
+    def _keep_logprobs(self, prompt: ChatPrompt, text: str, ids: list[int], steps: list[Any]) -> None:
+        torch = self._torch
+        logits = torch.stack(steps).float()  # (n, V): step k's raw logits, which chose ids[k]
+        index = torch.tensor(ids, device=logits.device).unsqueeze(-1)
+        raw = logits.gather(-1, index).squeeze(-1)
+        logprob = (raw - torch.logsumexp(logits, dim=-1)).cpu().tolist()
+        self._generated.put(prompt, text, GeneratedTokens(tuple(ids), tuple(logprob), tuple(raw.cpu().tolist())))
+
+    def _reused(self, prompt: ChatPrompt, text: str) -> TokenScores | None:
+        kept = self._generated.take(prompt, text) if prompt.image is not None else None
+        if kept is None:
+            return None
+        target = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = tuple(target["input_ids"])
+        n = len(ids)
+        if not match_ids(kept.ids, ids, not self.tokenizer.decode(kept.ids[n:], skip_special_tokens=True).strip()):
+            return None
+        return TokenScores(token_ids=ids, offsets=tuple(tuple(o) for o in target["offset_mapping"]),
+                           logprobs=kept.logprobs[:n], logits=kept.logits[:n] if kept.logits else None,
+                           prompt_tokens=0, source=FROM_GENERATION)
 
     def _score_batch(self, jobs: list[_ScoreJob]) -> list[TokenScores]:
         torch = self._torch

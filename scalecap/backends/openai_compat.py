@@ -54,6 +54,7 @@ from .base import (BackendError, Capabilities, CapabilityError, ChatPrompt, Gene
 from .http_client import RETRY_STATUS, HTTPStatusError, JSONClient, RetryPolicy
 from .images_http import DataURLCache, encode_png
 from .local_tokenizer import LocalTokenizer, agrees_with_server, load_local_tokenizer
+from .reuse import FROM_GENERATION, GeneratedTokens, GenerationLogprobs, match_ids, reusable
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class OpenAIBackend:
         self._token_ids: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._has_tokenize: bool | None = None
         self._local: LocalTokenizer | None = None  # the model's own tokenizer, once it agreed with the server
+        self._generated = GenerationLogprobs()  # generation log-probs awaiting their with-image rating
         self._http = JSONClient(self._headers(), config.max_concurrency,
                                 RetryPolicy(config.max_retries, config.backoff_base, config.backoff_max, config.timeout),
                                 self._redact, self.api_base)
@@ -171,10 +173,15 @@ class OpenAIBackend:
                 body["regex"] = params.regex
             else:
                 body["structured_outputs"] = {"regex": params.regex}
+        keep = self._keeps_logprobs(prompt, params)
+        if keep:
+            body["logprobs"], body["return_tokens_as_token_ids"] = True, True
         data = await self._call("POST", self._v1 + "/chat/completions", body, image_url=url)
         try:
             choice = data["choices"][0]
             usage = data.get("usage") or {}
+            if keep:
+                self._keep_logprobs(prompt, choice)
             return Generation(text=choice["message"].get("content") or "",
                               prompt_tokens=int(usage.get("prompt_tokens") or 0),
                               completion_tokens=int(usage.get("completion_tokens") or 0),
@@ -189,6 +196,9 @@ class OpenAIBackend:
         if not text:
             return TokenScores((), (), (), None, 0)
         ids_alone = await self._tokenize(text)
+        reused = await self._reused(prompt, text, ids_alone)
+        if reused is not None:
+            return reused
         messages, url = await self._messages(prompt, text)
         data = await self._call("POST", self._v1 + "/chat/completions", self._score_body(messages), image_url=url)
         raw = data.get("prompt_logprobs") if isinstance(data, dict) else None
@@ -209,6 +219,42 @@ class OpenAIBackend:
         usage = data.get("usage") or {}
         return TokenScores(token_ids=token_ids, offsets=offsets, logprobs=tuple(e[1] for e in tail),  # type: ignore[index]
                            logits=None, prompt_tokens=int(usage.get("prompt_tokens") or len(raw)))
+
+    # ------------------------------------------------------------------ log-prob reuse (see reuse.py)
+    def _keeps_logprobs(self, prompt: ChatPrompt, params: GenerationParams) -> bool:
+        """Ask for the generation's log-probs when a with-image rating of its text may reuse them:
+        vLLM (whose greedy ``logprobs`` equal its teacher-forced ``prompt_logprobs``), the local
+        tokenizer at hand (ids and offsets without a request), and decoding that leaves them raw."""
+        return (self.config.reuse_logprobs is not False and self.server == "vllm" and self._local is not None
+                and prompt.image is not None
+                and reusable(params.temperature, params.repetition_penalty, params.regex, params.stop))
+
+    def _keep_logprobs(self, prompt: ChatPrompt, choice: dict[str, Any]) -> None:
+        content = (choice.get("logprobs") or {}).get("content")
+        text = (choice["message"].get("content") or "").strip()
+        if not isinstance(content, list) or not content or not text:
+            return
+        try:
+            ids = tuple(int(str(e["token"]).removeprefix("token_id:")) for e in content)
+            values = tuple(float(e["logprob"]) for e in content)
+        except (KeyError, TypeError, ValueError):
+            return  # a server that does not honour return_tokens_as_token_ids: rate teacher-forced
+        self._generated.put(prompt, text, GeneratedTokens(ids, values))
+
+    async def _reused(self, prompt: ChatPrompt, text: str, ids: tuple[int, ...] | None) -> TokenScores | None:
+        """The with-image scores of ``text`` from its own generation, when its ids are exactly those."""
+        if prompt.image is None or ids is None or self._local is None:
+            return None
+        kept = self._generated.take(prompt, text)
+        if kept is None:
+            return None
+        n = len(ids)
+        if not match_ids(kept.ids, ids, not self._local.decode(kept.ids[n:]).strip()):
+            return None
+        pieces = [self._local.decode([i]) for i in ids]
+        offsets = await self._offsets(ids, pieces, text)
+        return TokenScores(token_ids=ids, offsets=offsets, logprobs=kept.logprobs[:n], logits=None,
+                           prompt_tokens=0, source=FROM_GENERATION)
 
     def count_tokens(self, text: str) -> int:
         """Exact with the local tokenizer or the server's ``/tokenize`` (cached); else ``ceil(len(text) / 3)``,

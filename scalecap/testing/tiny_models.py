@@ -296,3 +296,31 @@ def default_cache_dir() -> Path:
     base = os.environ.get("SCALECAP_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "scalecap")
     return Path(base) / f"tiny-models-v{TINY_MODELS_VERSION}"
+
+
+def build_digit_model(source: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """A copy of a tiny model whose greedy output is digits only, so its text always re-tokenises to
+    the ids it generated (the tokenizers here split numbers into single digits).
+
+    A random model mostly writes non-canonical token sequences (byte fragments, merges its tokenizer
+    would not make): a generation's log-probs can then never stand for its text's (backends/reuse.py),
+    and a test of that reuse would never reach it. Here every non-digit row of the LM head is zero
+    and the digit rows come in opposite pairs, so some digit always has a logit >= 0 and wins.
+    """
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    src, out = Path(source), Path(out_dir)
+    shutil.copytree(src, out, dirs_exist_ok=True)
+    digits = [AutoTokenizer.from_pretrained(src).convert_tokens_to_ids(str(d)) for d in range(10)]
+    weights = load_file(str(src / "model.safetensors"))
+    head = weights["lm_head.weight"]
+    new = torch.zeros_like(head)
+    for a, b in zip(digits[:5], digits[5:]):
+        new[a], new[b] = head[a] * 8, -head[a] * 8
+    weights["lm_head.weight"] = new
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out

@@ -121,6 +121,24 @@ def vllm_server(tiny_models, tmp_path_factory) -> VLLMServer:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def digit_vllm_server(tiny_models, tmp_path_factory) -> VLLMServer:
+    """A second server, for one module, on the digit-writing copy of tiny Qwen2-VL (its greedy text
+    always re-tokenises to the generated ids; see scalecap.testing.tiny_models.build_digit_model)."""
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed")
+    from scalecap.testing.tiny_models import build_digit_model
+
+    workdir = tmp_path_factory.mktemp("vllm-digits")
+    server = VLLMServer(build_digit_model(tiny_models["qwen2vl"], workdir / "digit-qwen2vl").resolve(), workdir)
+    try:
+        server.start()
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
 # --------------------------------------------------------------------------- fake HTTP servers
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True

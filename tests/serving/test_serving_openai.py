@@ -150,7 +150,8 @@ def test_pipeline_all_roles_on_the_server(vllm_server, sample_images, tiny_setti
     assert r.first_caption and r.sentences and r.questions and r.final_caption
     assert 1 <= len([q for q in r.questions if q.kind == "object"]) <= 2
     assert r.usage["caption"].prompt_tokens > 0 and r.usage["caption"].completion_tokens > 0
-    assert r.usage["answer_rating"].calls == 2 * len(r.questions)
+    assert r.usage["answer_rating"].calls + r.usage["answer_rating"].reused == 2 * len(r.questions)
+    assert r.usage["answer_rating"].reused == sum(q.scored_from == "generation" for q in r.questions)
     assert r.fingerprint.models["scorer"] == {"backend": "openai", "model": SERVED_NAME, "api_base": vllm_server.api_base}
 
 
