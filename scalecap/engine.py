@@ -15,6 +15,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Protocol
 
 from .images import ImageItem
+from ._sync import run_finalized
 from .records import CaptionResult
 
 
@@ -74,7 +75,7 @@ class Engine:
 
         def thread_main() -> None:
             try:
-                asyncio.run(pump())
+                run_finalized(pump())
                 out.put(sentinel)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 out.put(exc)

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .._sync import at_loop_end
 from .base import BackendError
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class JSONClient:
                 timeout=aiohttp.ClientTimeout(total=self.policy.timeout, connect=min(self.policy.timeout, 10.0)),
                 auto_decompress=True, trust_env=False)
             self._sem, self._loop = asyncio.Semaphore(n), loop
+            at_loop_end(self._closer(self._session))
         assert self._sem is not None
         return self._session, self._sem
 
@@ -128,6 +130,14 @@ class JSONClient:
                 await asyncio.sleep(delay)
         message = self._redact(f"{what} to {self.label} failed after {attempts} attempt(s): {problem}")
         raise HTTPStatusError(message, status) if status else BackendError(message)
+
+    def _closer(self, session: aiohttp.ClientSession):
+        async def close() -> None:
+            if not session.closed:
+                await session.close()
+            if self._session is session:
+                self._session = self._loop = None
+        return close
 
     async def aclose(self) -> None:
         session, loop = self._session, self._loop
