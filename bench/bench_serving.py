@@ -1,23 +1,30 @@
-"""Serving benchmark: ScaleCap through a real vLLM OpenAI server, our engine vs the reference strategy.
+"""Serving benchmark: cost per image on one real vLLM server, scalecap against a minimal client.
 
-Both strategies make exactly the same calls (same prompts, same budget N, same images, same server,
-same backend code); only the scheduling differs:
+One run, one server (tiny Qwen2-VL, all three roles on it), the same images, in this order, with
+the server's prefix, multimodal and encoder caches reset before each timed run:
 
-- reference: what the authors' code does -- one image at a time, each call waiting for the previous
-  one (caption, then each rating pass, each question, each answer, then the object summary, *then*
-  the position summary). Implemented by running the pipeline at engine concurrency 1 behind a
-  backend wrapper that holds a lock around every call, so no two calls ever overlap.
-- ours: ``Engine`` with many images in flight; within an image the pipeline's own concurrency
-  (answers in parallel, both rating passes at once, the two summaries at once).
+1. **record**: scalecap with log-prob reuse off records every model call it makes per image
+   (prompt, image, parameters, text to score). These are the calls the reference makes.
+2. **reference, serial**: an independent minimal client (stdlib ``http.client``, one keep-alive
+   connection per thread, ``json.dumps`` per request) replays each image's calls one after the
+   other, one image at a time: the authors' call pattern, doing exactly scalecap's calls. It also
+   reads ``/metrics`` around each request for the prefix-cache hit rate per request kind (that
+   time is subtracted from its wall time).
+3. **naive concurrency**: the same client and calls with 24 images in flight (each image's calls
+   still in sequence): the ceiling a simple concurrent script reaches.
+4. **scalecap defaults** (8 images in flight, reuse on) and 5. **scalecap --concurrency 24**.
 
-Between the two timed runs the server's prefix, multimodal and encoder caches are reset (the bench
-starts its server with ``VLLM_SERVER_DEV_MODE=1`` for those endpoints), so neither run inherits the
-other's cache. The reference run is also instrumented: ``/metrics`` is read around every call (the
-time this takes is subtracted from its wall time) to get the prefix-cache hit rate per request kind,
-in particular for the question (answer) requests that share an image prefix.
+Printed: images/min of each run, the ratios to the serial and naive runs, client CPU seconds
+(``time.process_time`` of this process: the server is another process), the requests each run made,
+the share of with-image ratings that reused their generation's log-probs, whether scalecap's
+captions equal the recording run's, and the event loop's worst lag during the scalecap runs (a
+monitor task that sleeps 10 ms and measures how late it wakes).
 
-Usage (starts its own server on a free port with the tiny Qwen2-VL and stops it by PID):
-    .venv/bin/python bench/bench_serving.py [--images 8] [--budget 4] [--concurrency 8]
+Settings follow issue 11: N=5, max tokens caption 64 / answers 32 / summaries 64, photos resized to
+640 px on the long side.
+
+Usage (starts its own server on a free port and stops it by process group):
+    .venv/bin/python bench/bench_serving.py [--images 24] [--budget 5] [--naive 24]
 or against a running server:  --api-base http://127.0.0.1:8000/v1 --model NAME
 """
 
@@ -25,6 +32,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import contextvars
+import http.client
+import io
 import json
 import os
 import signal
@@ -32,28 +43,33 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx
+from PIL import Image
 
 from scalecap import ScaleCap
-from scalecap.backends.base import Capabilities, ChatPrompt, Generation, GenerationParams, TokenScores
+from scalecap.backends.base import ChatPrompt, Generation, GenerationParams, TokenScores
 from scalecap.backends.openai_compat import OpenAIBackend
 from scalecap.config import ModelConfig
 from scalecap.engine import Engine
-from scalecap.images import ImageItem
+from scalecap.images import ImageItem, image_ref
 
-SETTINGS = dict(max_tokens_caption=48, max_tokens_instructions=40, max_tokens_answer=32, max_tokens_summary=48, tau=-1.0)
+SETTINGS = dict(max_tokens_caption=64, max_tokens_instructions=40, max_tokens_answer=32, max_tokens_summary=64)
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "retina.jpg",
           "motorcycle_left.png", "ihc.png", "page.png", "text.png", "brick.png", "grass.png", "gravel.png",
-          "color.png", "motorcycle_right.png", "coins.png"]
-WARMUP = "camera.png"
-COUNTERS = ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total",
-            "vllm:mm_cache_hits_total", "vllm:mm_cache_queries_total")
+          "color.png", "motorcycle_right.png", "coins.png", "camera.png", "cell.png", "horse.png",
+          "logo.png", "microaneurysms.png", "moon.png", "immunohistochemistry.png", "chessboard_RGB.png"]
+COUNTERS = ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total")
+CURRENT_IMAGE: contextvars.ContextVar[str] = contextvars.ContextVar("image")
 
 
 # ---------------------------------------------------------------------- server
@@ -104,6 +120,15 @@ def counters(root: str) -> dict[str, float]:
     return out
 
 
+def requests_served(root: str) -> float:
+    """vLLM's count of finished requests (all kinds)."""
+    total = 0.0
+    for line in httpx.get(root + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("vllm:request_success_total"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def reset_caches(root: str) -> bool:
     ok = True
     for path in ("/reset_prefix_cache", "/reset_mm_cache", "/reset_encoder_cache"):
@@ -115,22 +140,31 @@ def reset_caches(root: str) -> bool:
 
 
 def rate(hits: float, queries: float) -> float | None:
-    return round(hits / queries, 4) if queries else None
+    return round(hits / queries, 3) if queries else None
 
 
-# ---------------------------------------------------------------------- the reference strategy
-class Sequential:
-    """A backend wrapper that lets one call run at a time (the reference strategy) and, if asked,
-    reads the server's cache counters around each call, by request kind."""
+# ---------------------------------------------------------------------- recording scalecap's calls
+@dataclass(frozen=True)
+class Call:
+    kind: str  # caption | question | writer | score_image | score_text
+    system: str | None
+    user: str
+    image: str | None  # the image's PNG data URL, or None
+    max_tokens: int = 1
+    regex: str | None = None
+    answer: str | None = None  # the text a scoring call scores
 
-    def __init__(self, inner: OpenAIBackend, root: str | None = None) -> None:
-        self.inner, self.root = inner, root
-        self.lock = asyncio.Lock()
-        self.by_kind: dict[str, dict[str, float]] = {}
-        self.instrument_seconds = 0.0
+
+@dataclass
+class Recorder:
+    """A backend wrapper that notes each call under the image it is about (a context variable)."""
+
+    inner: OpenAIBackend
+    urls: dict[str, str]
+    calls: dict[str, list[Call]] = field(default_factory=dict)
 
     @property
-    def capabilities(self) -> Capabilities:
+    def capabilities(self):
         return self.inner.capabilities
 
     def describe(self) -> dict[str, Any]:
@@ -142,108 +176,233 @@ class Sequential:
     async def aclose(self) -> None:
         await self.inner.aclose()
 
+    def _note(self, call: Call) -> None:
+        self.calls.setdefault(CURRENT_IMAGE.get(), []).append(call)
+
+    def _url(self, prompt: ChatPrompt) -> str | None:
+        return None if prompt.image is None else self.urls[prompt.image.key]
+
     async def generate(self, prompt: ChatPrompt, params: GenerationParams) -> Generation:
-        if prompt.image is None:
-            kind = "writer"
-        else:
-            kind = "question" if prompt.user.startswith("Describe more details") else "caption"
-        return await self._run(kind, self.inner.generate(prompt, params))
+        kind = "writer" if prompt.image is None else (
+            "question" if prompt.user.startswith("Describe more details") else "caption")
+        self._note(Call(kind, prompt.system, prompt.user, self._url(prompt), params.max_tokens, params.regex))
+        return await self.inner.generate(prompt, params)
 
     async def score(self, prompt: ChatPrompt, text: str) -> TokenScores:
-        return await self._run("score_image" if prompt.image is not None else "score_text", self.inner.score(prompt, text))
+        kind = "score_image" if prompt.image is not None else "score_text"
+        self._note(Call(kind, prompt.system, prompt.user, self._url(prompt), answer=text))
+        return await self.inner.score(prompt, text)
 
-    async def _run(self, kind: str, call: Any) -> Any:
-        async with self.lock:
-            before = await self._snapshot()
-            result = await call
-            after = await self._snapshot()
-            if before is not None and after is not None:
-                acc = self.by_kind.setdefault(kind, {"calls": 0.0, **dict.fromkeys(COUNTERS, 0.0)})
-                acc["calls"] += 1
-                for k in COUNTERS:
-                    acc[k] += after[k] - before[k]
-            return result
 
-    async def _snapshot(self) -> dict[str, float] | None:
-        if self.root is None:
-            return None
+class Tagged:
+    """Runs each item with CURRENT_IMAGE set, so writer calls (no image) are attributed too."""
+
+    def __init__(self, sc: ScaleCap) -> None:
+        self.sc = sc
+
+    async def caption_item(self, item: ImageItem):
+        CURRENT_IMAGE.set(item.id)
+        return await self.sc.caption_item(item)
+
+
+# ---------------------------------------------------------------------- the minimal client
+class MinimalClient:
+    """What a simple script does: stdlib HTTP, one keep-alive connection per thread, a JSON body
+    built per request, no retries, no tokenizer, no rating logic."""
+
+    def __init__(self, api_base: str, model: str, root: str | None = None) -> None:
+        parts = urlsplit(api_base)
+        self.host, self.port, self.path = parts.hostname, parts.port, parts.path
+        self.model, self.root = model, root
+        self.local = threading.local()
+        self.by_kind: dict[str, list[float]] = {}
+        self.instrument_seconds = 0.0
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = self.local.conn = http.client.HTTPConnection(self.host, self.port, timeout=600)
+        conn.request("POST", self.path + "/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status >= 300:
+            raise RuntimeError(f"HTTP {resp.status}: {data[:200]!r}")
+        return json.loads(data)
+
+    def body(self, call: Call) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = [] if call.system is None else [{"role": "system", "content": call.system}]
+        if call.image is None:
+            messages.append({"role": "user", "content": call.user})
+        else:
+            messages.append({"role": "user", "content": [{"type": "image_url", "image_url": {"url": call.image}},
+                                                         {"type": "text", "text": call.user}]})
+        if call.answer is not None:
+            messages.append({"role": "assistant", "content": call.answer})
+            return {"model": self.model, "messages": messages, "add_generation_prompt": False,
+                    "continue_final_message": True, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0}
+        body = {"model": self.model, "messages": messages, "max_tokens": call.max_tokens, "temperature": 0.0,
+                "top_p": 1.0, "seed": 0, "repetition_penalty": 1.0}
+        if call.regex:
+            body["structured_outputs"] = {"regex": call.regex}
+        return body
+
+    def run_image(self, calls: list[Call], instrument: bool = False) -> None:
+        for call in calls:
+            before = self._snapshot() if instrument else None
+            self._post(self.body(call))
+            if before is not None:
+                after = self._snapshot()
+                acc = self.by_kind.setdefault(call.kind, [0.0, 0.0, 0.0])
+                acc[0] += 1
+                acc[1] += after[COUNTERS[0]] - before[COUNTERS[0]]
+                acc[2] += after[COUNTERS[1]] - before[COUNTERS[1]]
+
+    def _snapshot(self) -> dict[str, float]:
         t0 = time.perf_counter()
-        snap = await asyncio.to_thread(counters, self.root)
+        snap = counters(self.root)
         self.instrument_seconds += time.perf_counter() - t0
         return snap
 
 
 # ---------------------------------------------------------------------- runs
-def items(folder: Path, names: list[str]) -> list[ImageItem]:
-    return [ImageItem.from_path(folder / n, id=n) for n in names]
-
-
-async def run(sc: ScaleCap, batch: list[ImageItem], concurrency: int) -> tuple[float, list[Any]]:
-    t0 = time.perf_counter()
-    results = [r async for r in Engine(sc, concurrency=concurrency).run(batch)]
-    return time.perf_counter() - t0, results
-
-
-async def main_async(args: argparse.Namespace, api_base: str, root: str) -> dict[str, Any]:
+def photos(count: int, workdir: Path) -> list[Path]:
+    """``count`` scikit-image photos resized to 640 px on the long side, as PNG files."""
     from skimage import data as skdata
 
     folder = Path(skdata.__file__).parent
-    names = (PHOTOS * (args.images // len(PHOTOS) + 1))[: args.images]
-    config = ModelConfig(backend="openai", model=args.model, api_base=api_base, max_concurrency=64)
-    settings = dict(SETTINGS, budget=args.budget)
+    names = [n for n in PHOTOS if (folder / n).is_file()]
+    out = []
+    for i in range(count):
+        name = names[i % len(names)]
+        im = Image.open(folder / name).convert("RGB")
+        scale = 640 / max(im.size)
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.BICUBIC)
+        if i >= len(names):  # a repeat: change one pixel so that every image is distinct
+            im.putpixel((0, 0), (i % 256, 0, 0))
+        path = workdir / f"{i:03d}-{Path(name).stem}.png"
+        im.save(path)
+        out.append(path)
+    return out
 
-    ours_backend = OpenAIBackend(config)
-    await ours_backend.probe()
-    sc_ours = ScaleCap(captioner=ours_backend, scorer=ours_backend, writer=ours_backend, **settings)
-    await run(sc_ours, items(folder, [WARMUP]), 1)  # first image request warms the server up
 
-    reset_ok = reset_caches(root)
-    ref = Sequential(OpenAIBackend(config), root)
-    await ref.inner.probe()
-    sc_ref = ScaleCap(captioner=ref, scorer=ref, writer=ref, **settings)
-    t_ref_wall, res_ref = await run(sc_ref, items(folder, names), 1)
-    t_ref = t_ref_wall - ref.instrument_seconds
+class LoopLag:
+    """The event loop's worst lag: a task sleeps 10 ms and measures how late it wakes up."""
 
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.over_50ms = 0
+
+    async def watch(self) -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lag = time.perf_counter() - t0 - 0.01
+            self.worst = max(self.worst, lag)
+            self.over_50ms += lag > 0.05
+
+
+async def run_scalecap(sc: Any, items: list[ImageItem], concurrency: int, lag: LoopLag | None = None):
+    watcher = asyncio.create_task(lag.watch()) if lag else None
+    t0, c0 = time.perf_counter(), time.process_time()
+    results = [r async for r in Engine(sc, concurrency=concurrency).run(items)]
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if watcher:
+        watcher.cancel()
+    return seconds, cpu, results
+
+
+def replay(client: MinimalClient, calls: dict[str, list[Call]], in_flight: int, instrument: bool = False):
+    t0, c0 = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(in_flight) as pool:
+        list(pool.map(lambda key: client.run_image(calls[key], instrument), sorted(calls)))
+    return time.perf_counter() - t0 - client.instrument_seconds, time.process_time() - c0
+
+
+def scalecap(api_base: str, model: str, reuse: bool, budget: int) -> ScaleCap:
+    cfg = ModelConfig(backend="openai", model=model, api_base=api_base, reuse_logprobs=reuse)
+    return ScaleCap(captioner=cfg, scorer=cfg, writer=cfg, budget=budget, **SETTINGS)
+
+
+def reuse_share(results: list[Any]) -> float:
+    reused = sum(u.reused for r in results for k, u in r.usage.items() if k in ("caption_rating", "answer_rating"))
+    ratings = sum(1 + len(r.questions) for r in results)
+    return round(reused / ratings, 3) if ratings else 0.0
+
+
+async def main_async(args: argparse.Namespace, api_base: str, root: str, workdir: Path) -> dict[str, Any]:
+    paths = photos(args.images, workdir)
+    items = [ImageItem.from_path(p) for p in paths]
+    report: dict[str, Any] = {"images": args.images, "budget_N": args.budget, "settings": SETTINGS}
+
+    # 0. warm-up: one image, so that no timed run pays the server's first-request costs
+    warm = scalecap(api_base, args.model, True, args.budget)
+    await run_scalecap(warm, [ImageItem.from_path(paths[0], id="warm-up")], 1)
+    await warm.aclose()
+
+    # 1. record scalecap's calls (reuse off: every rating pass is a call)
+    inner = OpenAIBackend(ModelConfig(backend="openai", model=args.model, api_base=api_base, reuse_logprobs=False))
+    await inner.probe()
+    urls = {}
+    for item in items:
+        ref = image_ref(item.loader())[0]
+        urls[ref.key] = await asyncio.to_thread(inner._images.get, ref, inner.config.max_pixels)
+    rec = Recorder(inner, urls)
+    sc_rec = ScaleCap(captioner=rec, scorer=rec, writer=rec, budget=args.budget, **SETTINGS)
     reset_caches(root)
-    before = counters(root)
-    t_ours, res_ours = await run(sc_ours, items(folder, names), args.concurrency)
-    after = counters(root)
-    await ours_backend.aclose()
-    await ref.aclose()
+    r0 = requests_served(root)
+    t_rec, cpu_rec, res_rec = await run_scalecap(Tagged(sc_rec), items, 8)
+    runs = {"scalecap, reuse off, 8 in flight (recording)": (t_rec, cpu_rec, requests_served(root) - r0)}
+    print(f"recording run: {t_rec:.1f} s, client CPU {cpu_rec:.2f} s", flush=True)
+    await sc_rec.aclose()
+    calls = rec.calls
+    report["calls_per_image"] = round(sum(len(c) for c in calls.values()) / len(calls), 1)
 
-    ok_ref = sum(r.status == "ok" for r in res_ref)
-    ok_ours = sum(r.status == "ok" for r in res_ours)
-    same = sum(a.final_caption == b.final_caption for a, b in
-               zip(sorted(res_ref, key=lambda r: r.id), sorted(res_ours, key=lambda r: r.id)))
-    questions = sum(len(r.questions) for r in res_ours)
-    d = {k: after[k] - before[k] for k in COUNTERS}
-    by_kind = {kind: {"calls": int(v["calls"]),
-                      "prefix_hit_rate": rate(v["vllm:prefix_cache_hits_total"], v["vllm:prefix_cache_queries_total"]),
-                      "mm_hit_rate": rate(v["vllm:mm_cache_hits_total"], v["vllm:mm_cache_queries_total"])}
-               for kind, v in sorted(ref.by_kind.items())}
-    return {
-        "images": args.images, "budget_N": args.budget, "concurrency": args.concurrency,
-        "questions_per_image": round(questions / max(1, len(res_ours)), 2),
-        "ok": {"reference": ok_ref, "ours": ok_ours}, "identical_final_captions": same,
-        "seconds": {"reference": round(t_ref, 2), "ours": round(t_ours, 2)},
-        "images_per_minute": {"reference": round(60 * args.images / t_ref, 2), "ours": round(60 * args.images / t_ours, 2)},
-        "speedup": round(t_ref / t_ours, 2),
-        "caches_reset_between_runs": reset_ok,
-        "reference_by_request_kind": by_kind,
-        "ours_whole_run": {"prefix_hit_rate": rate(d["vllm:prefix_cache_hits_total"], d["vllm:prefix_cache_queries_total"]),
-                           "mm_hit_rate": rate(d["vllm:mm_cache_hits_total"], d["vllm:mm_cache_queries_total"])},
-    }
+    # 2-3. the minimal client: serial (instrumented), then naive concurrency
+    client = MinimalClient(api_base, args.model, root)
+    for name, in_flight, instrument in (("reference pattern, serial", 1, True),
+                                        (f"reference pattern, {args.naive} images in flight", args.naive, False)):
+        reset_caches(root)
+        client.instrument_seconds = 0.0
+        r0 = requests_served(root)
+        t, cpu = await asyncio.to_thread(replay, client, calls, in_flight, instrument)
+        runs[name] = (t, cpu, requests_served(root) - r0)
+        print(f"{name}: {t:.1f} s, client CPU {cpu:.2f} s", flush=True)
+    report["prefix_hit_rate_by_kind (serial reference)"] = {
+        kind: {"requests": int(v[0]), "prefix_hit_rate": rate(v[1], v[2])} for kind, v in sorted(client.by_kind.items())}
+
+    # 4-5. scalecap defaults, then 24 in flight
+    lag = LoopLag()
+    finals = {r.id: r.final_caption for r in res_rec}
+    for name, concurrency in (("scalecap defaults (8 in flight)", 8), (f"scalecap --concurrency {args.naive}", args.naive)):
+        sc = scalecap(api_base, args.model, True, args.budget)
+        reset_caches(root)
+        r0 = requests_served(root)
+        t, cpu, res = await run_scalecap(sc, items, concurrency, lag)
+        runs[name] = (t, cpu, requests_served(root) - r0)
+        print(f"{name}: {t:.1f} s, client CPU {cpu:.2f} s", flush=True)
+        report.setdefault("reuse_share", {})[name] = reuse_share(res)
+        report.setdefault("final_captions_equal_recording", {})[name] = sum(finals[r.id] == r.final_caption for r in res)
+        await sc.aclose()
+
+    serial = runs["reference pattern, serial"][0]
+    naive = runs[f"reference pattern, {args.naive} images in flight"][0]
+    report["runs"] = {name: {"images_per_min": round(60 * args.images / t, 1), "x_serial": round(serial / t, 2),
+                             "x_naive": round(naive / t, 2), "client_cpu_s": round(cpu, 2), "requests": int(n)}
+                      for name, (t, cpu, n) in runs.items()}
+    report["event_loop"] = {"worst_lag_ms": round(1000 * lag.worst, 1), "lags_over_50ms": lag.over_50ms}
+    return report
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=8)
-    p.add_argument("--budget", type=int, default=4, help="N, object questions per image (each with its position twin)")
-    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--images", type=int, default=24)
+    p.add_argument("--budget", type=int, default=5, help="N, object questions per image (each with its position twin)")
+    p.add_argument("--naive", type=int, default=24, help="images in flight for the naive client and the last run")
     p.add_argument("--api-base", default=None, help="use a running server instead of starting one")
     p.add_argument("--model", default="tiny-qwen2vl")
     args = p.parse_args()
     proc = None
+    workdir = Path(tempfile.mkdtemp(prefix="bench_serving_"))
     try:
         if args.api_base:
             api_base = args.api_base.rstrip("/")
@@ -254,20 +413,19 @@ def main() -> None:
             repo = Path(__file__).resolve().parent.parent
             models = build_tiny_models(Path(os.environ.get("SCALECAP_TEST_MODELS", repo / ".cache" / "test-models")),
                                        ("qwen2vl",))
-            workdir = Path(tempfile.mkdtemp(prefix="bench_serving_"))
             t0 = time.perf_counter()
             proc, root = start_server(Path(models["qwen2vl"]).resolve(), workdir)
             print(f"server up in {time.perf_counter() - t0:.0f} s (log: {workdir / 'server.log'})", flush=True)
             api_base = root + "/v1"
-        report = asyncio.run(main_async(args, api_base, root))
+        report = asyncio.run(main_async(args, api_base, root, workdir))
     finally:
         if proc is not None:
             stop_server(proc)
     print(json.dumps(report, indent=2))
-    print(f"\nimages/minute: ours {report['images_per_minute']['ours']} vs reference "
-          f"{report['images_per_minute']['reference']} -> {report['speedup']}x at N={args.budget}; "
-          f"prefix-cache hit rate of question requests: "
-          f"{report['reference_by_request_kind'].get('question', {}).get('prefix_hit_rate')}")
+    print()
+    for name, r in report["runs"].items():
+        print(f"{name:48s} {r['images_per_min']:7.1f} images/min  {r['x_serial']:5.2f}x serial  "
+              f"{r['x_naive']:5.2f}x naive  client CPU {r['client_cpu_s']:5.2f} s  {r['requests']} requests")
 
 
 if __name__ == "__main__":

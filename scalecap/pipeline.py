@@ -113,7 +113,7 @@ class ScaleCap:
             result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
             result.error_kind = ("capability" if isinstance(exc, CapabilityError)
                                  else "context" if isinstance(exc, ContextOverflow) else "model")
-        result.usage = {k: v for k, v in trace.usage.items() if v.calls}
+        result.usage = {k: v for k, v in trace.usage.items() if v.calls or v.reused}
         result.skipped = dict(trace.skipped)
         result.timings = {**trace.timings, "total": round(time.perf_counter() - t0, 4)}
         return result

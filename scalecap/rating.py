@@ -91,14 +91,14 @@ def rate_text(
     offsets = with_image.offsets
     content = content_token_mask(offsets, content_spans)
     rated = []
-    t0 = 0
+    t0, n = 0, len(offsets)
     for sent in split_sentences(text):
         # tokens are in text order: skip those that end before this sentence starts
-        while t0 < len(offsets) and offsets[t0][1] <= sent.start:
+        while t0 < n and offsets[t0][1] <= sent.start:
             t0 += 1
         members = []
         t = t0
-        while t < len(offsets) and offsets[t][0] < sent.end:
+        while t < n and offsets[t][0] < sent.end:
             if offsets[t][1] > sent.start:
                 members.append(t)
             t += 1
@@ -108,7 +108,9 @@ def rate_text(
         if store_tokens:
             tokens = [TokenDetail(text=text[offsets[i][0]:offsets[i][1]], start=offsets[i][0], end=offsets[i][1],
                                   delta=deltas[i], content=content[i]) for i in members]
-        rated.append(ScoredSentence(text=sent.text, start=sent.start, end=sent.end, score=score,
-                                    kept=score is not None and score > tau, tokens=tokens))
+        # Built without re-validation: every field is already of its type (this runs for every
+        # sentence of every caption and answer, ~40 texts an image).
+        rated.append(ScoredSentence.model_construct(text=sent.text, start=sent.start, end=sent.end, score=score,
+                                                    kept=score is not None and score > tau, tokens=tokens))
     fallback = bool(rated) and not any(s.kept for s in rated)
     return RatedText(sentences=rated, fallback=fallback, scored_from=with_image.source)
