@@ -48,12 +48,12 @@ _YES_NO = re.compile(r"^[\W_]*(yes|no)\b", re.I)
 def units_regex(max_units: int, unit_max_chars: int) -> str:
     """The decomposition as a decoding constraint: 1..max_units lines "- unit" (a unit starts with a
     visible character and is at most ``unit_max_chars`` long)."""
-    return f"(- [^\\n\\t ][^\\n]{{0,{unit_max_chars - 1}}}\\n){{1,{max_units}}}"
+    return f"(- [^\\s][^\\n]{{0,{unit_max_chars - 1}}}\\n){{1,{max_units}}}"
 
 
 def parse_units(text: str) -> list[str]:
     """The units of a decomposition reply: its list lines (``-``, ``*``, ``1.`` bullets), or, in a
-    reply with no bullet at all, its non-empty lines; a heading line ending in ":" is not a unit.
+    reply with no bullet at all, its non-empty lines but for headings (ending in ":").
     Exact repeats are dropped (a unit counts once)."""
     lines = [ln for ln in (text or "").splitlines() if ln.strip()]
     bulleted = [ln for ln in lines if _BULLET.match(ln)]
@@ -61,7 +61,7 @@ def parse_units(text: str) -> list[str]:
     out: list[str] = []
     for ln in chosen:
         u = " ".join(_BULLET.sub("", ln).split())
-        if u and not u.endswith(":") and u not in out:
+        if u and not (not bulleted and u.endswith(":")) and u not in out:
             out.append(u)
     return out
 
