@@ -514,7 +514,8 @@ def arena_cmd(
         try:
             j = _role(pool, "judge", judge, judge_config, judge_model, api_base, api_key_env, required=True)
             engine = Arena(j, settings=settings, prompts=prompts, prices=prices)
-            prog, tick = _progress(len(a.captions) + len(a.unusable), "arena")
+            n = len(a.captions) + len(a.unusable)
+            prog, tick = _progress(min(n, limit) if limit else n, "arena")
             with prog:
                 return await run_arena(a, b, finder, engine, items_path=items_path, resume=resume, overwrite=overwrite,
                                        limit=limit, argv=_argv(), on_done=tick)
@@ -596,7 +597,8 @@ def dcscore_cmd(
             j = _role(pool, "judge", judge, judge_config, judge_model, api_base, api_key_env, required=True)
             m = _role(pool, "matcher", matcher, matcher_config, matcher_model, api_base, api_key_env, required=False)
             engine = DCScore(d, j, matcher=m, settings=settings, prompts=prompts, prices=prices)
-            prog, tick = _progress(len(caps.captions) + len(caps.unusable), "dcscore")
+            n = len(caps.captions) + len(caps.unusable)
+            prog, tick = _progress(min(n, limit) if limit else n, "dcscore")
             with prog:
                 return await run_dcscore(caps, finder, engine, references=refs, references_path=references,
                                          items_path=items_path, resume=resume, overwrite=overwrite, limit=limit,
@@ -648,6 +650,7 @@ def compare_cmd(
     matcher_config: Optional[Path] = typer.Option(None, "--matcher-config"),
     matcher_model: Optional[str] = typer.Option(None, "--matcher-model"),
     price: Optional[list[str]] = typer.Option(None, "--price", help="arena, dcscore: ROLE=PROMPT:COMPLETION USD per 1M tokens."),
+    reason_chars: int = typer.Option(400, "--reason-chars", min=1, help="arena: length limit of the reason line."),
     answerer: Optional[str] = typer.Option(None, "--answerer"),
     answerer_config: Optional[Path] = typer.Option(None, "--answerer-config"),
     answerer_model: Optional[str] = typer.Option(None, "--answerer-model"),
@@ -789,7 +792,8 @@ async def _compare_judged(metric: str, sets: list, o: dict[str, Any], pool) -> l
         if not o["against"]:
             raise EvalInputError("compare --metric arena needs --against BASELINE (the captions every set battles)")
         b = load_captions(o["against"], o["field"])
-        engine = Arena(j, settings=ArenaSettings(max_tokens=o["max_tokens"] or 256, concurrency=o["concurrency"]),
+        engine = Arena(j, settings=ArenaSettings(max_tokens=o["max_tokens"] or 256, reason_max_chars=o["reason_chars"],
+                                                 concurrency=o["concurrency"]),
                        prices=RolePrices.parse(o["price"] or [], ROLES))
         for cs in sets:
             docs.append((await runs.run_arena(cs, b, _images(o["images"], cs), engine, limit=o["limit"],

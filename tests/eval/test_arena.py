@@ -223,7 +223,8 @@ def test_arena_end_to_end_with_tiny_vlm(tiny_models, sample_images, tmp_path):
     cmp_out = tmp_path / "cmp.md"
     res = runner.invoke(app, ["compare", str(a), str(b), "--metric", "arena", "--against", str(b), "--images",
                               str(folder), "--judge", str(tiny_models["qwen2vl"]), "--max-tokens", "40",
-                              "-o", str(cmp_out)])
+                              "--reason-chars", "12", "-o", str(cmp_out)])
     assert res.exit_code == 0, res.output
-    md = cmp_out.read_text()
-    assert "| mine |" in md and "| base |" in md and "win rate %" in md
+    head, _, mine, base = cmp_out.read_text().splitlines()
+    assert "win rate %" in head and mine.startswith("| mine | 2 | ") and base.startswith("| base | 2 | ")
+    assert mine.endswith("| 0 | base |")  # no errors, against base
