@@ -22,7 +22,6 @@ rule either way.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from ..images import ImageError
 from . import prompts as eval_prompts
 from .captions import CaptionSet
 from .common import EvalInputError, fill
-from .judged import ImageFinder, RolePrices, constrained, generate, load_image
+from .judged import ImageFinder, RolePrices, constrained, gather_all, generate, load_image
 
 METRIC = "arena"
 VERSION = "1"
@@ -161,7 +160,7 @@ class Arena:
             return r.to_dict()
         try:
             image = await load_image(pair.image)
-            r.rounds = list(await asyncio.gather(self._round(pair, image, True, r), self._round(pair, image, False, r)))
+            r.rounds = await gather_all(self._round(pair, image, True, r), self._round(pair, image, False, r))
         except (BackendError, TimeoutError, ImageError, OSError) as exc:
             r.reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         else:

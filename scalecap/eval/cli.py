@@ -496,7 +496,7 @@ def arena_cmd(
     """Pairwise battles of two caption sets judged by a VLM with the image, both orders (CapArena-Auto)."""
     from .arena import ROLES, Arena, ArenaSettings, load_prompts
     from .captions import load_captions
-    from .judged import RolePrices
+    from .judged import RolePrices, check_items_file
     from .models import BackendPool
     from .runs import run_arena
 
@@ -508,6 +508,7 @@ def arena_cmd(
     settings = ArenaSettings(max_tokens=max_tokens, reason_max_chars=reason_chars, constrain=constrain,
                              concurrency=concurrency)
     out, items_path = _paths(output, items, "arena", f"{a.name}-vs-{b.name}")
+    check_items_file(items_path, resume, overwrite)
 
     async def main():
         pool = BackendPool()
@@ -575,7 +576,7 @@ def dcscore_cmd(
     from .captions import load_captions
     from .capture import load_references
     from .dcscore import ROLES, DCScore, DCScoreSettings, load_prompts
-    from .judged import RolePrices
+    from .judged import RolePrices, check_items_file
     from .models import BackendPool
     from .runs import run_dcscore
 
@@ -588,6 +589,7 @@ def dcscore_cmd(
                                max_units=max_units, unit_max_chars=unit_chars, constrain=constrain,
                                concurrency=concurrency)
     out, items_path = _paths(output, items, "dcscore", caps.name)
+    check_items_file(items_path, resume, overwrite)
 
     async def main():
         pool = BackendPool()

@@ -34,7 +34,7 @@ from ..images import ImageError
 from . import prompts as eval_prompts
 from .captions import CaptionSet
 from .common import EvalInputError, KeyIndex, fill, mean
-from .judged import ImageFinder, RolePrices, constrained, generate, load_image
+from .judged import ImageFinder, RolePrices, constrained, gather_all, generate, load_image
 
 METRIC = "dcscore"
 VERSION = "1"
@@ -211,13 +211,13 @@ class DCScore:
             units: list[str] = []
             if job.caption.strip():
                 units, r.decomposition = await self.decompose(job.caption, r.tokens)
-            verdicts = await asyncio.gather(*(self._yes_no(self.judge, fill(self.prompts["dcscore_judge"], u), image,
+            verdicts = await gather_all(*(self._yes_no(self.judge, fill(self.prompts["dcscore_judge"], u), image,
                                                            r.tokens, "judge") for u in units))
             r.units = [{"text": u, "supported": v, "response": t} for u, (v, t) in zip(units, verdicts)]
             if job.references:
                 ref_units = await self._reference_units(job.references, r.tokens)
                 listing = "\n".join(f"- {u}" for u in units) or "(none)"
-                covered = await asyncio.gather(*(self._yes_no(self.matcher, fill(self.prompts["dcscore_match"], listing, u),
+                covered = await gather_all(*(self._yes_no(self.matcher, fill(self.prompts["dcscore_match"], listing, u),
                                                               None, r.tokens, "matcher") for u in ref_units))
                 r.reference_units = [{"text": u, "covered": v, "response": t} for u, (v, t) in zip(ref_units, covered)]
         except ParseFailure as exc:

@@ -172,6 +172,15 @@ def run_hash(parts: Mapping[str, Any]) -> str:
     return sha256_text(json.dumps(parts, sort_keys=True, default=str))[:16]
 
 
+def check_items_file(path: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse, before any model loads, to clobber a journal (or to resume one that is not there)."""
+    if path.exists() and not resume and not overwrite:
+        raise EvalInputError(f"items file {path} exists: --resume to continue that evaluation, "
+                             "--overwrite to start again, or --items to write elsewhere")
+    if resume and not path.exists():
+        raise EvalInputError(f"--resume: items file {path} does not exist")
+
+
 class ItemsJournal:
     """The items file as an append-only journal; see the module docstring."""
 
@@ -180,14 +189,9 @@ class ItemsJournal:
         self.run = run
         self.done: dict[str, dict[str, Any]] = {}
         self.resumed = 0
-        if path.exists():
-            if resume:
-                self._read()
-            elif not overwrite:
-                raise EvalInputError(f"items file {path} exists: --resume to continue that evaluation, "
-                                     "--overwrite to start again, or --items to write elsewhere")
-        elif resume:
-            raise EvalInputError(f"--resume: items file {path} does not exist")
+        check_items_file(path, resume, overwrite)
+        if resume:
+            self._read()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(path, "a" if resume else "w", encoding="utf-8")
 
@@ -231,6 +235,16 @@ class ItemsJournal:
     def close(self) -> None:
         if not self._f.closed:
             self._f.close()
+
+
+async def gather_all(*aws: Awaitable[Any]) -> list[Any]:
+    """Like ``asyncio.gather``, but every call finishes (so its tokens are counted) before the first
+    failure is raised."""
+    out = await asyncio.gather(*aws, return_exceptions=True)
+    for x in out:
+        if isinstance(x, BaseException):
+            raise x
+    return list(out)
 
 
 async def run_journaled(jobs: Sequence[Any], job_id: Callable[[Any], str],

@@ -228,3 +228,43 @@ def test_arena_end_to_end_with_tiny_vlm(tiny_models, sample_images, tmp_path):
     head, _, mine, base = cmp_out.read_text().splitlines()
     assert "win rate %" in head and mine.startswith("| mine | 2 | ") and base.startswith("| base | 2 | ")
     assert mine.endswith("| 0 | base |")  # no errors, against base
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def test_images_from_the_sources_of_a_results_file(tmp_path):
+    from scalecap.eval.judged import result_sources
+    from scalecap.records import CaptionResult
+
+    (tmp_path / "pics").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "pics" / "one.png")
+    rows = [CaptionResult(id="one", source="pics/one.png", status="ok", final_caption="x"),
+            CaptionResult(id="two", source="pics/gone.png", status="ok", final_caption="y"),
+            CaptionResult(id="web", source="https://example.org/w.jpg", status="ok", final_caption="z")]
+    run = tmp_path / "run.jsonl"
+    run.write_text("".join(r.to_json() + "\n" for r in rows))
+    finder = ImageFinder(None, result_sources(run), base=tmp_path)
+    assert finder.find("one") == tmp_path / "pics" / "one.png"
+    assert finder.find("two") is None and finder.find("web") is None  # missing file; URLs are not fetched
+
+
+def test_bad_inputs_end_with_exit_2_and_one_line(tmp_path):
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps({"x": "cap"}))
+    res = runner.invoke(app, ["arena", str(a), "--against", str(a), "--judge", "whatever"])
+    assert res.exit_code == 2 and "--images" in res.output
+    img = tmp_path / "img"
+    img.mkdir()
+    Image.new("RGB", (8, 8)).save(img / "x.png")
+    res = runner.invoke(app, ["arena", str(a), "--against", str(a), "--images", str(img), "--judge", "j",
+                              "--price", "writer=1"])
+    assert res.exit_code == 2 and "not a role of this metric" in res.output
+    res = runner.invoke(app, ["arena", str(a), "--against", str(a), "--images", str(img)])
+    assert res.exit_code == 2 and "a judge model is needed" in res.output
+    res = runner.invoke(app, ["dcscore", str(a), "--images", str(img), "--judge", "j"])
+    assert res.exit_code == 2 and "a decomposer model is needed" in res.output
+    res = runner.invoke(app, ["dcscore", str(a), "--images", str(tmp_path / "nope"), "--judge", "j"])
+    assert res.exit_code == 2 and "is not a folder" in res.output
+    res = runner.invoke(app, ["arena", str(a), "--against", str(a), "--images", str(img), "--judge", "j", "--resume",
+                              "-o", str(tmp_path / "r.json")])
+    assert res.exit_code == 2 and "does not exist" in res.output
