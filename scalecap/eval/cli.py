@@ -19,7 +19,7 @@ from ..console import cli_console
 
 from .common import EvalInputError, pct, write_json, write_jsonl
 
-app = typer.Typer(help="Measure caption quality: caption-only VQA (Prism), CHAIR, CAPTURE, CaptionQA, and comparisons.",
+app = typer.Typer(help="Measure caption quality: caption-only VQA (Prism), CHAIR, CAPTURE, CaptionQA, arena battles, DCScore, and comparisons.",
                   no_args_is_help=True, add_completion=False)
 console = cli_console()
 err_console = cli_console(stderr=True)
@@ -423,13 +423,217 @@ def capture_cmd(
         console.print(f"[yellow]partial:[/yellow] {s['unknown_ids']['count']} caption id(s) have no references", highlight=False)
 
 
+# ----------------------------------------------------------------------------- arena / dcscore
+
+ImagesOpt = typer.Option(None, "--images", help="Folder of the images, matched to caption ids by file name (default: the sources a scalecap results file records).")
+PriceOpt = typer.Option(None, "--price", metavar="ROLE=PROMPT:COMPLETION", help="USD per 1M prompt and completion tokens of a role (or '*'); gives the cost per item. Repeatable.")
+ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted evaluation from its items file (finished items are kept, failed ones retried).")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Start again even if the items file exists.")
+ConstrainOpt = typer.Option(True, "--constrain/--no-constrain", help="Constrain replies to the expected format where the backend can.")
+
+
+def _images(folder: Optional[Path], captions) -> Any:
+    from .judged import ImageFinder, result_sources
+
+    sources = result_sources(captions.path) if folder is None and captions.path is not None else {}
+    return ImageFinder(folder, sources, base=captions.path.parent if captions.path is not None else None)
+
+
+def _role(pool, role: str, path, config, served, api_base, api_key_env, *, required: bool):
+    from .models import resolve_model
+
+    cfg = resolve_model(role, path, config, served, api_base, api_key_env)
+    if cfg is None and required:
+        raise EvalInputError(f"a {role} model is needed: --{role} MODEL (transformers), --{role}-model NAME "
+                             f"with --api-base URL, or --{role}-config FILE.toml")
+    return pool.get(role, cfg) if cfg is not None else None
+
+
+def _print_failures(s: dict[str, Any]) -> None:
+    if s["errors"]:
+        first = next((f["reason"] for f in s["failed"] if f["status"] == "error"), "")
+        console.print(f"[red]errors:[/red] {s['errors']} item(s) failed and are not counted (first: {first[:120]}); "
+                      "see the items file, --resume retries them", highlight=False)
+    missing = s["missing_caption"] + s["missing_image"]
+    if missing:
+        console.print(f"[yellow]partial:[/yellow] {s['missing_caption']} item(s) without a caption, "
+                      f"{s['missing_image']} without an image", highlight=False)
+    c = s["cost"]
+    if c["cost_usd"] is not None:
+        console.print(f"cost: ${c['cost_usd']:.4f} (${c['cost_per_item_usd']:.6f} per item)", highlight=False)
+
+
+def _exit_code(s: dict[str, Any]) -> None:
+    if s["errors"]:
+        raise typer.Exit(1)
+
+
+@app.command("arena")
+@_friendly
+def arena_cmd(
+    captions: Path = CaptionsArg,
+    against: Path = typer.Option(..., "--against", help="The other caption set, or fixed baseline captions (same formats)."),
+    images: Optional[Path] = ImagesOpt,
+    field: str = FieldOpt,
+    against_field: Optional[str] = typer.Option(None, "--against-field", help="Caption field of --against (default: --field)."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="Judge VLM: hub id or local path (transformers)."),
+    judge_config: Optional[Path] = typer.Option(None, "--judge-config", help="Judge ModelConfig TOML."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge served at --api-base."),
+    api_base: Optional[str] = ApiBaseOpt,
+    api_key_env: Optional[str] = ApiKeyOpt,
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N pairs."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Pairs in flight."),
+    max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Length limit of one verdict."),
+    reason_chars: int = typer.Option(400, "--reason-chars", min=1, help="Length limit of the reason line (constrained decoding)."),
+    constrain: bool = ConstrainOpt,
+    price: Optional[list[str]] = PriceOpt,
+    prompt: Optional[list[str]] = typer.Option(None, "--prompt", help="Override a prompt: NAME=FILE (system, arena_judge)."),
+    resume: bool = ResumeOpt,
+    overwrite: bool = OverwriteOpt,
+    output: Optional[Path] = OutOpt,
+    items: Optional[Path] = ItemsOpt,
+) -> None:
+    """Pairwise battles of two caption sets judged by a VLM with the image, both orders (CapArena-Auto)."""
+    from .arena import ROLES, Arena, ArenaSettings, load_prompts
+    from .captions import load_captions
+    from .judged import RolePrices, check_items_file
+    from .models import BackendPool
+    from .runs import run_arena
+
+    a = load_captions(captions, field)
+    b = load_captions(against, against_field or field)
+    finder = _images(images, a)
+    prompts = load_prompts(_prompt_overrides(prompt))
+    prices = RolePrices.parse(price or [], ROLES)
+    settings = ArenaSettings(max_tokens=max_tokens, reason_max_chars=reason_chars, constrain=constrain,
+                             concurrency=concurrency)
+    out, items_path = _paths(output, items, "arena", f"{a.name}-vs-{b.name}")
+    check_items_file(items_path, resume, overwrite)
+
+    async def main():
+        pool = BackendPool()
+        try:
+            j = _role(pool, "judge", judge, judge_config, judge_model, api_base, api_key_env, required=True)
+            engine = Arena(j, settings=settings, prompts=prompts, prices=prices)
+            n = len(a.captions) + len(a.unusable)
+            prog, tick = _progress(min(n, limit) if limit else n, "arena")
+            with prog:
+                return await run_arena(a, b, finder, engine, items_path=items_path, resume=resume, overwrite=overwrite,
+                                       limit=limit, argv=_argv(), on_done=tick)
+        finally:
+            await pool.close()
+
+    doc, _rows = run_sync(main())
+    _write(doc, None, out, None)
+    err_console.print(f"items: {items_path}", highlight=False)
+    from rich.table import Table
+
+    s = doc["summary"]
+    t = Table(title=f"arena — {s['a']} (A) vs {s['b']} (B)")
+    for c in ("pairs", "judged", "A wins", "ties", "B wins", "score A", "score B", "win rate A %", "order flips"):
+        t.add_column(c, justify="right")
+    sc = lambda x: "-" if x is None else f"{x:+.1f}"  # noqa: E731
+    t.add_row(str(s["pairs"]), str(s["judged"]), str(s["wins"]), str(s["ties"]), str(s["losses"]), sc(s["score_a"]),
+              sc(s["score_b"]), pct(s["win_rate_a"]), str(s["order_disagreements"]))
+    console.print(t)
+    _print_failures(s)
+    _exit_code(s)
+
+
+@app.command("dcscore")
+@_friendly
+def dcscore_cmd(
+    captions: Path = CaptionsArg,
+    images: Optional[Path] = ImagesOpt,
+    references: Optional[Path] = typer.Option(None, "--references", "-r", help="Reference captions for recall: {id: [ref, ...]} JSON or JSONL rows (id, references)."),
+    field: str = FieldOpt,
+    decomposer: Optional[str] = typer.Option(None, "--decomposer", help="LLM splitting captions into units: hub id or path."),
+    decomposer_config: Optional[Path] = typer.Option(None, "--decomposer-config"),
+    decomposer_model: Optional[str] = typer.Option(None, "--decomposer-model"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="VLM judging each unit against the image: hub id or path."),
+    judge_config: Optional[Path] = typer.Option(None, "--judge-config"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model"),
+    matcher: Optional[str] = typer.Option(None, "--matcher", help="LLM matching reference units (default: the decomposer)."),
+    matcher_config: Optional[Path] = typer.Option(None, "--matcher-config"),
+    matcher_model: Optional[str] = typer.Option(None, "--matcher-model"),
+    api_base: Optional[str] = ApiBaseOpt,
+    api_key_env: Optional[str] = ApiKeyOpt,
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N captions."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Captions in flight (each runs its units at once)."),
+    decompose_max_tokens: int = typer.Option(1024, "--decompose-max-tokens", min=1),
+    judge_max_tokens: int = typer.Option(4, "--judge-max-tokens", min=1),
+    max_units: int = typer.Option(64, "--max-units", min=1, help="Most units one caption is split into (constrained decoding)."),
+    unit_chars: int = typer.Option(200, "--unit-chars", min=2, help="Length limit of one unit (constrained decoding)."),
+    constrain: bool = ConstrainOpt,
+    price: Optional[list[str]] = PriceOpt,
+    prompt: Optional[list[str]] = typer.Option(None, "--prompt", help="Override a prompt: NAME=FILE (system, dcscore_decompose, dcscore_judge, dcscore_match)."),
+    resume: bool = ResumeOpt,
+    overwrite: bool = OverwriteOpt,
+    output: Optional[Path] = OutOpt,
+    items: Optional[Path] = ItemsOpt,
+) -> None:
+    """DCScore: captions as primitive units judged against the image; precision, recall (with references), F1."""
+    from .captions import load_captions
+    from .capture import load_references
+    from .dcscore import ROLES, DCScore, DCScoreSettings, load_prompts
+    from .judged import RolePrices, check_items_file
+    from .models import BackendPool
+    from .runs import run_dcscore
+
+    caps = load_captions(captions, field)
+    refs = load_references(references) if references is not None else None
+    finder = _images(images, caps)
+    prompts = load_prompts(_prompt_overrides(prompt))
+    prices = RolePrices.parse(price or [], ROLES)
+    settings = DCScoreSettings(decompose_max_tokens=decompose_max_tokens, judge_max_tokens=judge_max_tokens,
+                               max_units=max_units, unit_max_chars=unit_chars, constrain=constrain,
+                               concurrency=concurrency)
+    out, items_path = _paths(output, items, "dcscore", caps.name)
+    check_items_file(items_path, resume, overwrite)
+
+    async def main():
+        pool = BackendPool()
+        try:
+            d = _role(pool, "decomposer", decomposer, decomposer_config, decomposer_model, api_base, api_key_env,
+                      required=True)
+            j = _role(pool, "judge", judge, judge_config, judge_model, api_base, api_key_env, required=True)
+            m = _role(pool, "matcher", matcher, matcher_config, matcher_model, api_base, api_key_env, required=False)
+            engine = DCScore(d, j, matcher=m, settings=settings, prompts=prompts, prices=prices)
+            n = len(caps.captions) + len(caps.unusable)
+            prog, tick = _progress(min(n, limit) if limit else n, "dcscore")
+            with prog:
+                return await run_dcscore(caps, finder, engine, references=refs, references_path=references,
+                                         items_path=items_path, resume=resume, overwrite=overwrite, limit=limit,
+                                         argv=_argv(), on_done=tick)
+        finally:
+            await pool.close()
+
+    doc, _rows = run_sync(main())
+    _write(doc, None, out, None)
+    err_console.print(f"items: {items_path}", highlight=False)
+    from rich.table import Table
+
+    s = doc["summary"]
+    t = Table(title=f"dcscore — {doc['name']}")
+    for c in ("captions", "scored", "units", "units/caption", "precision %", "recall %", "F1 %"):
+        t.add_column(c, justify="right")
+    t.add_row(str(s["captions"]), str(s["scored"]), str(s["units"]),
+              "-" if s["units_per_caption"] is None else f"{s['units_per_caption']:.1f}",
+              pct(s["precision"]), pct(s["recall"]), pct(s["f1"]))
+    console.print(t)
+    if not s["with_references"]:
+        console.print("no --references: recall and F1 need reference captions", highlight=False)
+    _print_failures(s)
+    _exit_code(s)
+
+
 # ----------------------------------------------------------------------------- compare
 
 @app.command("compare")
 @_friendly
 def compare_cmd(
     inputs: list[Path] = typer.Argument(..., help="Caption files (with --metric) or result JSON files of one metric."),
-    metric: Optional[str] = typer.Option(None, "--metric", "-m", help="chair | vqa | captionqa | capture; omit to compare result files."),
+    metric: Optional[str] = typer.Option(None, "--metric", "-m", help="chair | vqa | captionqa | capture | arena | dcscore; omit to compare result files."),
     names: Optional[str] = typer.Option(None, "--names", help="Comma-separated row names (default: file names)."),
     fmt: str = typer.Option("md", "--format", help="md or csv, for --output."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the table here (Markdown or CSV)."),
@@ -438,7 +642,17 @@ def compare_cmd(
     annotations: Optional[list[Path]] = typer.Option(None, "--annotations", "-a", help="chair: annotation files."),
     synonyms: Optional[Path] = typer.Option(None, "--synonyms", help="chair: synonym table."),
     benchmark: Optional[Path] = typer.Option(None, "--benchmark", "-b", help="vqa/captionqa: questions."),
-    references: Optional[Path] = typer.Option(None, "--references", "-r", help="capture: references."),
+    references: Optional[Path] = typer.Option(None, "--references", "-r", help="capture, dcscore: references."),
+    against: Optional[Path] = typer.Option(None, "--against", help="arena: the baseline captions every set battles."),
+    images: Optional[Path] = typer.Option(None, "--images", help="arena, dcscore: folder of the images."),
+    decomposer: Optional[str] = typer.Option(None, "--decomposer"),
+    decomposer_config: Optional[Path] = typer.Option(None, "--decomposer-config"),
+    decomposer_model: Optional[str] = typer.Option(None, "--decomposer-model"),
+    matcher: Optional[str] = typer.Option(None, "--matcher"),
+    matcher_config: Optional[Path] = typer.Option(None, "--matcher-config"),
+    matcher_model: Optional[str] = typer.Option(None, "--matcher-model"),
+    price: Optional[list[str]] = typer.Option(None, "--price", help="arena, dcscore: ROLE=PROMPT:COMPLETION USD per 1M tokens."),
+    reason_chars: int = typer.Option(400, "--reason-chars", min=1, help="arena: length limit of the reason line."),
     answerer: Optional[str] = typer.Option(None, "--answerer"),
     answerer_config: Optional[Path] = typer.Option(None, "--answerer-config"),
     answerer_model: Optional[str] = typer.Option(None, "--answerer-model"),
@@ -477,9 +691,10 @@ def compare_cmd(
     if metric is None:
         docs = [cmp.load_result(p) for p in inputs]
     else:
-        m = {"vqa": "vqa", "vqa-prism": "vqa", "chair": "chair", "captionqa": "captionqa", "capture": "capture"}.get(metric)
+        m = {"vqa": "vqa", "vqa-prism": "vqa", "chair": "chair", "captionqa": "captionqa", "capture": "capture",
+             "arena": "arena", "dcscore": "dcscore"}.get(metric)
         if m is None:
-            raise EvalInputError(f"--metric must be chair, vqa, captionqa or capture, not {metric!r}")
+            raise EvalInputError(f"--metric must be chair, vqa, captionqa, capture, arena or dcscore, not {metric!r}")
         sets = [load_captions(p, field, numeric_ids=(m == "chair")) for p in inputs]
         docs = run_sync(_compare_run(m, sets, locals()))
     if row_names:
@@ -557,9 +772,51 @@ async def _compare_run(metric: str, sets: list, o: dict[str, Any]) -> list[dict[
                 docs.append((await runs.run_capture(cs, refs, ev, o["references"], limit=o["limit"], argv=_argv(),
                                                     prompts=prompts))[0])
             return docs
+        if metric in ("arena", "dcscore"):
+            return await _compare_judged(metric, sets, o, pool)
     finally:
         await pool.close()
     raise EvalInputError(f"unknown metric {metric}")
+
+
+async def _compare_judged(metric: str, sets: list, o: dict[str, Any], pool) -> list[dict[str, Any]]:
+    """arena (each set against --against) or dcscore (each set alone), no items files."""
+    from . import runs
+    from .judged import RolePrices
+
+    j = _role(pool, "judge", o["judge"], o["judge_config"], o["judge_model"], o["api_base"], o["api_key_env"],
+              required=True)
+    docs = []
+    if metric == "arena":
+        from .arena import ROLES, Arena, ArenaSettings
+        from .captions import load_captions
+
+        if not o["against"]:
+            raise EvalInputError("compare --metric arena needs --against BASELINE (the captions every set battles)")
+        b = load_captions(o["against"], o["field"])
+        engine = Arena(j, settings=ArenaSettings(max_tokens=o["max_tokens"] or 256, reason_max_chars=o["reason_chars"],
+                                                 concurrency=o["concurrency"]),
+                       prices=RolePrices.parse(o["price"] or [], ROLES))
+        for cs in sets:
+            docs.append((await runs.run_arena(cs, b, _images(o["images"], cs), engine, limit=o["limit"],
+                                              argv=_argv()))[0])
+        return docs
+    from .capture import load_references
+    from .dcscore import ROLES, DCScore, DCScoreSettings
+
+    d = _role(pool, "decomposer", o["decomposer"], o["decomposer_config"], o["decomposer_model"], o["api_base"],
+              o["api_key_env"], required=True)
+    m = _role(pool, "matcher", o["matcher"], o["matcher_config"], o["matcher_model"], o["api_base"],
+              o["api_key_env"], required=False)
+    refs = load_references(o["references"]) if o["references"] else None
+    settings = DCScoreSettings(concurrency=o["concurrency"])
+    if o["max_tokens"]:
+        settings.decompose_max_tokens = o["max_tokens"]
+    engine = DCScore(d, j, matcher=m, settings=settings, prices=RolePrices.parse(o["price"] or [], ROLES))
+    for cs in sets:
+        docs.append((await runs.run_dcscore(cs, _images(o["images"], cs), engine, references=refs,
+                                            references_path=o["references"], limit=o["limit"], argv=_argv()))[0])
+    return docs
 
 
 def main() -> None:  # pragma: no cover - `python -m scalecap.eval.cli`

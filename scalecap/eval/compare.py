@@ -62,6 +62,18 @@ def table(docs: list[dict[str, Any]]) -> Table:
                  _p(s["relation_f1"]), s["unknown_ids"]["count"], "yes" if d.get("official") else "NO"]
                 for d in docs for s in [d["summary"]]]
         return cols, rows
+    if metric == "arena":
+        cols = ["captions", "n", "score", "win rate %", "wins", "ties", "losses", "order flips", "errors", "against"]
+        rows = [[d["name"], s["judged"], _r(s["score_a"], 1), _p(s["win_rate_a"]), s["wins"], s["ties"], s["losses"],
+                 s["order_disagreements"], s["errors"], s.get("b", d.get("against"))]
+                for d in docs for s in [d["summary"]]]
+        return cols, rows
+    if metric == "dcscore":
+        cols = ["captions", "n", "precision %", "recall %", "F1 %", "units/caption", "errors", "missing", "cost $"]
+        rows = [[d["name"], s["scored"], _p(s["precision"]), _p(s["recall"]), _p(s["f1"]), _r(s["units_per_caption"], 1),
+                 s["errors"], s["missing_caption"] + s["missing_image"], _r((s.get("cost") or {}).get("cost_usd"), 4)]
+                for d in docs for s in [d["summary"]]]
+        return cols, rows
     if metric in ("vqa-prism", "captionqa"):
         cats = sorted({c for d in docs for c in d["summary"]["per_category"]})
         key = "accuracy" if metric == "vqa-prism" else "score"

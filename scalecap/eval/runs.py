@@ -9,9 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from . import arena as ar
 from . import captionqa as cqa
 from . import capture as cap
 from . import chair as ch
+from . import dcscore as dcs
+from . import judged
 from . import provenance
 from . import vqa
 from .benchmarks import Benchmark
@@ -100,3 +103,84 @@ async def run_capture(captions: CaptionSet, references: dict[str, list[str]], ev
             argv=argv),
     }
     return doc, samples
+
+
+def _judged_doc(metric: str, version: str, name: str, label: str, summary: dict[str, Any], models: dict[str, Any],
+                prompts: dict[str, str], data: dict[str, Any], settings: dict[str, Any], rows: list[dict[str, Any]],
+                prices: Any, journal: Any, argv: list[str] | None) -> dict[str, Any]:
+    summary = {**summary, "cost": judged.cost_summary(rows, prices),
+               "resumed": journal.resumed if journal is not None else 0}
+    return {
+        "metric": metric, "metric_version": version, "name": name, "official": False, "label": label,
+        "summary": summary,
+        "provenance": provenance.build(metric, version, models=models, prompts=prompts, data=data,
+                                       seed=settings.get("seed"), settings=settings, argv=argv),
+    }
+
+
+def judged_run_hash(metric: str, models: dict[str, Any], prompts: dict[str, str], settings: dict[str, Any],
+                    data: dict[str, Any]) -> str:
+    """What decides the items' numbers (not concurrency, not prices): a resume keeps only rows of the same."""
+    keep = {k: v for k, v in settings.items() if k not in ("concurrency",)}
+    files = {k: (provenance.data_file(v) or {}).get("sha256") for k, v in data.items() if v is not None}
+    return judged.run_hash({"metric": metric, "models": models, "prompts": prompts, "settings": keep, "data": files})
+
+
+async def run_arena(a: CaptionSet, b: CaptionSet, images: judged.ImageFinder, engine: ar.Arena, *,
+                    items_path: Path | None = None, resume: bool = False, overwrite: bool = False,
+                    limit: int | None = None, argv: list[str] | None = None,
+                    on_done: Callable[[Any], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A's captions against B's, pair by pair; the items file (when given) is the resumable journal."""
+    models = {"judge": describe(engine.judge)}
+    settings = {**engine.settings.__dict__, "caption_field": a.field, "against_field": b.field, "limit": limit,
+                "images": str(images.folder) if images.folder else "sources"}
+    data = {"captions": a.path, "against": b.path}
+    todo = ar.pairs(a, b, images, limit)
+    journal = (judged.ItemsJournal(items_path, judged_run_hash(ar.METRIC, models, engine.prompts, settings, data),
+                                   resume=resume, overwrite=overwrite) if items_path is not None else None)
+    try:
+        rows = await judged.run_journaled(todo, lambda p: p.id, engine.run_item, engine.settings.concurrency,
+                                          journal, on_done)
+    finally:
+        if journal is not None:
+            journal.close()
+    if journal is not None:
+        journal.finish(rows)
+    summary = {"a": a.name, "b": b.name, **ar.summarize(rows)}
+    doc = _judged_doc(ar.METRIC, ar.VERSION, a.name,
+                      "pairwise battles judged by a VLM with the image, both orders, CapArena-Auto scoring "
+                      "(scalecap's judge prompt)", summary, models, engine.prompts, data, settings, rows,
+                      engine.prices, journal, argv)
+    doc["against"] = b.name
+    return doc, rows
+
+
+async def run_dcscore(captions: CaptionSet, images: judged.ImageFinder, engine: dcs.DCScore, *,
+                      references: dict[str, list[str]] | None = None, references_path: str | Path | None = None,
+                      items_path: Path | None = None, resume: bool = False, overwrite: bool = False,
+                      limit: int | None = None, argv: list[str] | None = None,
+                      on_done: Callable[[Any], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """DCScore of one caption set; the items file (when given) is the resumable journal."""
+    models = {"decomposer": describe(engine.decomposer), "judge": describe(engine.judge)}
+    if engine.matcher is not engine.decomposer:
+        models["matcher"] = describe(engine.matcher)
+    settings = {**engine.settings.__dict__, "caption_field": captions.field, "limit": limit,
+                "images": str(images.folder) if images.folder else "sources"}
+    data = {"captions": captions.path, "references": references_path}
+    todo = dcs.jobs(captions, images, references, limit)
+    journal = (judged.ItemsJournal(items_path, judged_run_hash(dcs.METRIC, models, engine.prompts, settings, data),
+                                   resume=resume, overwrite=overwrite) if items_path is not None else None)
+    try:
+        rows = await judged.run_journaled(todo, lambda j: j.id, engine.run_item, engine.settings.concurrency,
+                                          journal, on_done)
+    finally:
+        if journal is not None:
+            journal.close()
+    if journal is not None:
+        journal.finish(rows)
+    summary = dcs.summarize(rows, references is not None)
+    doc = _judged_doc(dcs.METRIC, dcs.VERSION, captions.name,
+                      "DCScore: caption decomposed into primitive units by an LLM, each judged against the image by a "
+                      "VLM; reference units matched for recall (scalecap's prompts)", summary, models, engine.prompts,
+                      data, settings, rows, engine.prices, journal, argv)
+    return doc, rows

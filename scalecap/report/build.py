@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -254,12 +254,15 @@ def build_report(
     workers: int = 2,
     page_size: int = 25,
     title: str | None = None,
+    evaluations: Sequence[Path | str] = (),
 ) -> ReportSummary:
     """Write the HTML report for a run and return its overview numbers.
 
     ``out`` defaults to the run's path with ``.html``. Relative ``source`` paths are looked up under
     ``images_root`` when given, else as they are and beside the run file. ``prices`` is a
     ``Prices`` or a mapping ``stage|role|"*" -> (usd_per_1M_prompt, usd_per_1M_completion)``.
+    ``evaluations`` are result files of ``scalecap eval`` (any metric), shown as one table per
+    metric, the same columns as ``scalecap eval compare``.
     """
     t_start = time.perf_counter()
     run = Path(run_jsonl)
@@ -273,6 +276,7 @@ def build_report(
     table = Prices.coerce(prices)
     chunk_size = max(1, int(chunk_size))
 
+    eval_tables = _evaluation_tables(evaluations)
     n_lines = count_lines(run)
     layout: Literal["single", "folder"] = "single" if n_lines <= single_file_limit else "folder"
     files_dir = out_path.with_name(out_path.stem + "_files")
@@ -415,6 +419,7 @@ def build_report(
         "files": files_prefix if layout == "folder" else None,
         "reasons": col.reasons,
         "overview": overview, "index": index,
+        "evaluations": eval_tables,
     }
     if layout == "single":
         page["scores"] = scores
@@ -445,6 +450,26 @@ def build_report(
 
 _KNOWN_STAGES = ("caption", "caption_rating", "instructions", "answers", "answer_rating",
                  "object_summary", "position_summary", "final", "total")
+
+
+def _evaluation_tables(paths: Sequence[Path | str]) -> list[dict[str, Any]]:
+    """One compare-style table per metric of the given ``scalecap eval`` result files."""
+    from ..eval.common import EvalInputError
+    from ..eval.compare import load_result, table as compare_table
+
+    by_metric: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for p in paths:
+        try:
+            doc = load_result(p)
+        except EvalInputError as exc:
+            raise ReportError(str(exc)) from None
+        by_metric.setdefault(doc["metric"], []).append((Path(p), doc))
+    out = []
+    for metric, items in by_metric.items():
+        cols, rows = compare_table([d for _, d in items])
+        out.append({"metric": metric, "label": items[0][1].get("label", ""), "cols": cols, "rows": rows,
+                    "files": [p.name for p, _ in items]})
+    return out
 
 
 def _bits(flags: bytearray) -> str:

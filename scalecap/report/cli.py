@@ -52,6 +52,9 @@ def report_command(
                                             min=16, max=1024)] = 160,
     workers: Annotated[int, typer.Option("--workers", help="Threads making thumbnails.", min=1)] = 2,
     title: Annotated[str | None, typer.Option("--title", help="Page title.")] = None,
+    evaluation: Annotated[list[Path] | None, typer.Option(
+        "--eval", help="A result JSON of `scalecap eval` (any metric) to show in an Evaluation section, as in "
+                       "`scalecap eval compare`. Repeatable.")] = None,
 ) -> None:
     """Write an HTML report of a run that opens from disk with no network: overview, tau explorer, every image."""
     from ..console import cli_console
@@ -65,7 +68,7 @@ def report_command(
     try:
         summary = build_report(run, out, images_root=images_root, prices=prices, single_file_limit=single_file_limit,
                                chunk_size=chunk_size, thumbnails=thumbnails, thumb_size=thumb_size,
-                               workers=workers, title=title)
+                               workers=workers, title=title, evaluations=evaluation or ())
     except (ReportError, OSError) as exc:
         console.print(f"[red]report failed:[/red] {exc}")
         raise typer.Exit(1) from None

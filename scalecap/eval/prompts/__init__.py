@@ -7,6 +7,10 @@
   other, not digit-for-digit with MM-Vet's official GPT-4 grader.
 * ``captionqa_answer``: ours (the CaptionQA answering prompt is not part of METHOD.md).
 * ``scene_graph``: ours, for an LLM writing FACTUAL-style tuples when no seq2seq parser is given.
+* ``arena_judge``: ours, in the spirit of CapArena-Auto's judge (accuracy first, then detail; a
+  reason line, then a verdict 1 / 2 / tie), shown with the image.
+* ``dcscore_decompose``, ``dcscore_judge``, ``dcscore_match``: ours, for DCScore's three steps
+  (caption to primitive units; a unit against the image; a reference unit against the caption's units).
 
 A file may be overridden by a user path (``--prompt NAME=FILE`` on the CLI); the hash of the text
 actually sent is recorded in every result.
@@ -20,7 +24,7 @@ from pathlib import Path
 from ..common import EvalInputError
 
 SLOTS = {"system": 0, "prism_answer": 2, "extract_answer": 2, "judge_open": 3, "captionqa_answer": 3,
-         "scene_graph": 1}
+         "scene_graph": 1, "arena_judge": 2, "dcscore_decompose": 1, "dcscore_judge": 1, "dcscore_match": 2}
 
 
 def load(name: str, override: str | Path | None = None) -> str:

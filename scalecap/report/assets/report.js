@@ -224,7 +224,11 @@
   const secTau = el("section", "panel"); secTau.id = "tau";
   const secImages = el("section", "panel"); secImages.id = "images";
   const secBad = el("section", "panel"); secBad.id = "unreadable";
-  add(app, secOverview, secTau, secImages);
+  const EVALS = D.evaluations || [];
+  const secEval = el("section", "panel"); secEval.id = "evaluation";
+  add(app, secOverview);
+  if (EVALS.length) app.appendChild(secEval);
+  add(app, secTau, secImages);
   if (OV.unreadable) app.appendChild(secBad);
 
   // ------------------------------------------------------------------ overview
@@ -324,6 +328,18 @@
           Object.keys(f.models).map((r) => r + ": " + f.models[r]).join("; "), fmtInt(f.count)]),
         [0, 0, 1, 1, 0, 0, 1]));
     }
+  }
+
+  // ------------------------------------------------------------------ evaluation results (scalecap eval)
+  function renderEvaluations() {
+    add(secEval, el("h2", null, "Evaluation"));
+    EVALS.forEach((e) => {
+      add(secEval, el("h4", null, e.metric + " (" + e.rows.length + " result file" + (e.rows.length === 1 ? "" : "s") + ")"));
+      const t = table(e.cols, e.rows.map((r) => r.map((v) => v === null ? "–" : v)), e.cols.map((_, i) => i > 0));
+      t.dataset.metric = e.metric;
+      secEval.appendChild(t);
+      secEval.appendChild(el("div", "sub", e.label + " · from " + e.files.join(", ")));
+    });
   }
 
   function chartBox(id, title, h, unit, tauLine) {
@@ -1007,6 +1023,7 @@
 
   try {
     renderOverview();
+    if (EVALS.length) renderEvaluations();
     renderTauPanel();
     renderControls();
     if (OV.unreadable) renderUnreadable();
