@@ -15,7 +15,6 @@ shards or clusters: ``Engine`` keeps many images in flight, ``scalecap.io`` read
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -35,6 +34,7 @@ from .rating import RatedText, rate_text
 from .records import CaptionResult, Fingerprint, Question, Summaries
 from .stages import STAGES, StageFailure, Trace, timed
 from .text.content import load_tagger
+from .text.tagging import TaggingPool
 from .text.instructions import (OBJECT_TEMPLATE, POSITION_TEMPLATE, first_sentence_of, instruction_regex,
                                 object_key, parse_instructions, plan_objects)
 
@@ -55,16 +55,16 @@ class ScaleCap:
     """
 
     def __init__(self, model: Any = None, *, captioner: Any = None, scorer: Any = None, writer: Any = None,
-                 settings: Settings | None = None, **overrides: Any) -> None:
+                 settings: Settings | None = None, tagger_workers: int | None = None, **overrides: Any) -> None:
         base = settings or Settings()
         self.settings = Settings.model_validate({**base.model_dump(), **overrides}) if overrides else base
         self.backends = _bind_roles(model, captioner=captioner, scorer=scorer, writer=writer)
         self.captioner, self.scorer, self.writer = (self.backends[r] for r in ("captioner", "scorer", "writer"))
         self.prompts: PromptSet = load_preset(self.settings.preset)
         self.tagger = load_tagger(self.settings.tagger)
-        # POS tagging runs beside the scoring passes, on one thread of its own (taggers are not
-        # guaranteed thread-safe, and the event loop must not stall on them).
-        self._tagging = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scalecap-tagger")
+        # POS tagging runs beside the scoring passes, batched across images on worker processes
+        # (``tagger_workers``; it does not change results, so it is not a setting).
+        self._tagging = TaggingPool(self.tagger, tagger_workers)
         self._check_roles()
         if self.scorer is not self.captioner:
             log.warning("the scorer (%s) is not the captioner (%s): captions are rated by another model than the one "
@@ -119,7 +119,7 @@ class ScaleCap:
         return result
 
     async def aclose(self) -> None:
-        self._tagging.shutdown(wait=False)
+        self._tagging.close()
         for backend in {id(b): b for b in self.backends.values()}.values():
             await backend.aclose()
 
@@ -192,10 +192,8 @@ class ScaleCap:
 
     async def _rate(self, trace: Trace, stage: str, question: str, text: str, image: ImageRef) -> RatedText:
         prompt = ChatPrompt(user=question, system=self.prompts.system, image=image)
-        loop = asyncio.get_running_loop()
         with_image, without_image, content = await asyncio.gather(
-            self.scorer.score(prompt, text), self.scorer.score(prompt.without_image(), text),
-            loop.run_in_executor(self._tagging, self.tagger.content_spans, text))
+            self.scorer.score(prompt, text), self.scorer.score(prompt.without_image(), text), self._tagging.spans(text))
         if with_image.source == "teacher_forced":
             trace.usage[stage].add(with_image.prompt_tokens)
         else:  # the generation's own log-probs: no model call

@@ -91,6 +91,7 @@ class SpacyTagger:
             raise ValueError(f"spaCy model {model_name!r} does not assign universal POS tags")
         self._nlp = nlp
         self._batch_size = batch_size
+        self.spec = f"spacy:{model_name}"  # what a worker process loads to get this tagger
         meta = nlp.meta
         package = f"{meta.get('lang', 'xx')}_{meta.get('name', model_name)}"
         self.name = f"spacy:{package}@{meta.get('version', '?')}"
