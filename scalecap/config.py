@@ -134,8 +134,6 @@ class Settings(BaseModel):
         if isinstance(data, dict) and isinstance(data.get("budget"), str):
             mode, _, cap = data["budget"].strip().lower().partition(":")
             if mode == "auto":
-                if data.get("adaptive_budget") is False:
-                    raise ValueError("budget 'auto' contradicts adaptive_budget=false")
                 try:
                     cap_value = None if cap.strip() in ("", "all", "none") else int(cap)
                 except ValueError:
