@@ -42,7 +42,7 @@ def _friendly(fn: Callable) -> Callable:
 # ----------------------------------------------------------------------------- shared options
 
 CaptionsArg = typer.Argument(..., help="Captions: scalecap results JSONL, {id: caption} JSON, or JSONL rows with an id and a caption.")
-FieldOpt = typer.Option("final_caption", "--field", help="Caption field: final_caption or first_caption (scalecap results), or a key of the rows.")
+FieldOpt = typer.Option("final_caption", "--field", help="Caption field: final_caption, first_caption or corrected_caption (scalecap results), or a key of the rows.")
 OutOpt = typer.Option(None, "--output", "-o", help="Result JSON (default: <metric>-<captions name>.json).")
 ItemsOpt = typer.Option(None, "--items", help="Per-item JSONL (default: next to the result, .items.jsonl).")
 ApiBaseOpt = typer.Option(None, "--api-base", help="OpenAI-compatible server for the --*-model options (e.g. http://127.0.0.1:8000/v1).")
