@@ -136,3 +136,23 @@ def test_kept_text_keeps_the_separators_of_the_kept_sentences():
     diff = sentence_diff(["A  cat sleeps.", "A dog."], ["a cat sleeps.", "A mug."])
     assert (diff.added, diff.removed, diff.kept) == (["A mug."], ["A dog."], ["a cat sleeps."])
 
+
+
+def test_servers_get_the_correction_turn_as_one_conversation():
+    """What the HTTP and in-process vLLM backends send: the image in the first user turn only."""
+    from scalecap.backends.base import ChatPrompt, chat_messages
+
+    image = object()  # chat_messages never looks inside the image part
+    prompt = ChatPrompt(user="check it", system="sys", image=image, history=(("describe", "A cat."),))
+    part = {"type": "image_url", "image_url": {"url": "SLOT"}}
+    assert chat_messages(prompt, part) == [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": [part, {"type": "text", "text": "describe"}]},
+        {"role": "assistant", "content": "A cat."},
+        {"role": "user", "content": "check it"}]
+    assert chat_messages(prompt.without_image(), None, answer="A mug.")[1:] == [
+        {"role": "user", "content": "describe"}, {"role": "assistant", "content": "A cat."},
+        {"role": "user", "content": "check it"}, {"role": "assistant", "content": "A mug."}]
+    # without history, exactly the single-turn messages of before
+    assert chat_messages(ChatPrompt(user="q", image=image), part) == [
+        {"role": "user", "content": [part, {"type": "text", "text": "q"}]}]
