@@ -62,9 +62,12 @@ class Elements:
     objects: list[str] = field(default_factory=list)
     attributes: list[str] = field(default_factory=list)
     relations: list[tuple[str, str, str]] = field(default_factory=list)
+    #: (object, attribute) for each attribute, the object it describes (refined CAPTURE matches per object)
+    attribute_pairs: list[tuple[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"objects": self.objects, "attributes": self.attributes, "relations": [list(r) for r in self.relations]}
+        return {"objects": self.objects, "attributes": self.attributes, "relations": [list(r) for r in self.relations],
+                "attribute_pairs": [list(p) for p in self.attribute_pairs]}
 
 
 _TUPLE = re.compile(r"\(([^()]*)\)")
@@ -176,6 +179,7 @@ def build_elements(graph_texts: Sequence[str], lemmatizer: Lemmatizer, nouns: se
         objects=[o for o in objects if o not in stop_words and is_noun(o)],
         attributes=[a for e, a in attr_pairs if is_noun(e)],
         relations=[t for t in relations if is_noun(t[0]) and is_noun(t[2])],
+        attribute_pairs=[(e, a) for e, a in attr_pairs if is_noun(e)],
     )
 
 

@@ -7,6 +7,7 @@
   other, not digit-for-digit with MM-Vet's official GPT-4 grader.
 * ``captionqa_answer``: ours (the CaptionQA answering prompt is not part of METHOD.md).
 * ``scene_graph``: ours, for an LLM writing FACTUAL-style tuples when no seq2seq parser is given.
+* ``relation_judge``: ours, refined CAPTURE's yes/no relation question (SC-Captioner publishes none).
 
 A file may be overridden by a user path (``--prompt NAME=FILE`` on the CLI); the hash of the text
 actually sent is recorded in every result.
@@ -20,7 +21,7 @@ from pathlib import Path
 from ..common import EvalInputError
 
 SLOTS = {"system": 0, "prism_answer": 2, "extract_answer": 2, "judge_open": 3, "captionqa_answer": 3,
-         "scene_graph": 1}
+         "scene_graph": 1, "relation_judge": 2}
 
 
 def load(name: str, override: str | Path | None = None) -> str:
