@@ -655,8 +655,9 @@ def load_references(path: str | Path) -> dict[str, list[str]]:
 
 
 async def evaluate(captions: Any, references: dict[str, list[str]], evaluator: CaptureEvaluator,
-                   limit: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Score every usable caption that has references (ids matched by ``common.KeyIndex``)."""
+                   limit: int | None = None, refined: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score every usable caption that has references (ids matched by ``common.KeyIndex``); with
+    ``refined`` (a ``capture_refined.Refined``), the refined variant beside it."""
     from .common import KeyIndex
 
     index = KeyIndex(references.keys())
@@ -679,8 +680,17 @@ async def evaluate(captions: Any, references: dict[str, list[str]], evaluator: C
         samples.append({"id": key, "reference_id": ref_key, **{k: v for k, v in s.items() if k != "pairs"},
                         "candidate_elements": cand_el.to_dict(), "candidate_graphs": evaluator.graphs(text),
                         "pairs": s["pairs"]})
+        if refined is not None:
+            c = evaluator.config
+            samples[-1]["refined"] = await refined.score(
+                cand_el, await evaluator.elements(references[ref_key]), text, references[ref_key], ref_key,
+                c.synonyms, c.embedder, c.soft_threshold)
     used = {k for _, k, _ in jobs}
     summary = aggregate(samples)
+    if refined is not None:
+        from .capture_refined import aggregate_refined
+
+        summary["refined"] = aggregate_refined([s["refined"] for s in samples])
     summary.update({
         "unknown_ids": {"count": len(unknown), "ids": unknown[:100]},
         "unusable_captions": {"count": len(captions.unusable), "ids": dict(list(captions.unusable.items())[:100])},

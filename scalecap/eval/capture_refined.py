@@ -154,5 +154,65 @@ def _attributes_by_object(el: Elements) -> dict[str, list[str]]:
     return out
 
 
-__all__ = ["is_yes", "make_judge", "object_pairs", "refined_attributes", "refined_objects", "refined_pair",
-           "refined_relations"]
+
+
+# ----------------------------------------------------------------------------- over a corpus
+
+class Refined:
+    """What the refined variant needs beside CAPTURE's parts: the judge, and the extra objects per
+    reference id (lemmatised like parsed objects)."""
+
+    def __init__(self, judge: Judge, extra: dict[str, list[str]] | None = None, describe: dict[str, Any] | None = None):
+        self.judge, self.extra, self._describe = judge, extra or {}, describe or {}
+
+    def describe(self) -> dict[str, Any]:
+        return {**self._describe, "extra_objects_ids": len(self.extra)}
+
+    async def score(self, cand: Elements, refs: Sequence[Elements], candidate_text: str, reference_texts: Sequence[str],
+                    reference_id: str, synonyms: Synonyms | None, embedder: Embedder | None = None,
+                    soft_threshold: float | None = None) -> dict[str, Any]:
+        """Mean over references of ``refined_pair`` (score and every P/R/F1), as CAPTURE averages."""
+        extra = self.extra.get(reference_id, [])
+        pairs = [await refined_pair(cand, r, candidate_text, t, extra, synonyms, self.judge, embedder, soft_threshold)
+                 for r, t in zip(refs, reference_texts)]
+        out: dict[str, Any] = {"score": _mean([p["score"] for p in pairs]), "extra_objects": list(extra)}
+        for k, x in _KEYS:
+            out[f"{k}_{x}"] = _mean([p[k][x] for p in pairs])
+        out["pairs"] = pairs
+        return out
+
+
+_KEYS = [(k, x) for k in ("object", "attribute", "relation") for x in ("precision", "recall", "f1")]
+
+
+def aggregate_refined(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"captions": len(samples), "score": _mean([s["score"] for s in samples]),
+                           "captions_with_extra_objects": sum(bool(s["extra_objects"]) for s in samples)}
+    for k, x in _KEYS:
+        out[f"{k}_{x}"] = _mean([s[f"{k}_{x}"] for s in samples])
+    return out
+
+
+def load_extra_objects(path: Any, noun: Callable[[str], str]) -> dict[str, list[str]]:
+    """``{id: [object, ...]}`` JSON: objects in the image that no reference mentions (``noun``
+    lemmatises them like parsed objects)."""
+    from .common import EvalInputError, read_json_or_jsonl, require_file
+
+    p = require_file(path, "extra objects")
+    kind, data = read_json_or_jsonl(p, "extra objects")
+    if kind != "json" or not isinstance(data, dict):
+        raise EvalInputError(f"extra objects: {p} must be a JSON object {{id: [object, ...]}}")
+    out: dict[str, list[str]] = {}
+    for k, v in data.items():
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise EvalInputError(f"extra objects: {p} entry {k!r}: expected a list of strings")
+        out[str(k)] = list(dict.fromkeys(noun(x.strip().lower()) for x in v if x.strip()))
+    return out
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+__all__ = ["Refined", "aggregate_refined", "is_yes", "load_extra_objects", "make_judge", "object_pairs",
+           "refined_attributes", "refined_objects", "refined_pair", "refined_relations"]
