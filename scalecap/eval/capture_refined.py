@@ -23,8 +23,8 @@ mean over its references, as in CAPTURE.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from .capture import ALPHA, BETA, EPS, GAMMA, Elements, Embedder, Synonyms, greedy_match, is_synonym
 from .common import fill
@@ -42,8 +42,8 @@ def object_pairs(cands: Sequence[str], refs: Sequence[str], synonyms: Synonyms |
     embedder) the rest one to one, most similar first, weighing their cosine similarity (> 0)."""
     m = greedy_match(cands, refs, lambda a, b: is_synonym(a, b, synonyms))
     pairs = [(i, j, 1.0) for i, j in m.exact + m.synonym]
-    rest_c = [i for i in range(len(cands)) if i not in {p[0] for p in pairs}]
-    rest_r = [j for j in range(len(refs)) if j not in {p[1] for p in pairs}]
+    rest_c = sorted(set(range(len(cands))) - {i for i, _, _ in pairs})
+    rest_r = sorted(set(range(len(refs))) - {j for _, j, _ in pairs})
     if embedder is None or not rest_c or not rest_r:
         return pairs
     import numpy as np
@@ -96,8 +96,8 @@ def refined_attributes(cand: Elements, ref: Elements, extra: Sequence[str], syno
             "pairs": [[cand.objects[i], ref.objects[j], round(w, 6)] for i, j, w in pairs]}
 
 
-#: relation questions -> "yes"/"no" answers (the judge's raw replies), in order
-Judge = Callable[[list[tuple[str, str]]], Any]  # async: [(description, statement)] -> [reply]
+#: [(description, statement)] -> the judge's replies, in order ("yes"/"no" in the first word)
+Judge = Callable[[list[tuple[str, str]]], Awaitable[list[str]]]
 
 
 async def refined_relations(cand: Elements, ref: Elements, candidate_text: str, reference_text: str,
