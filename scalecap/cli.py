@@ -103,7 +103,10 @@ def caption(
     api_base: Optional[str] = typer.Option(None, help="OpenAI-compatible server for the named models (vLLM, SGLang...)."),
     api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the API key."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a checkpoint (off unless asked)."),
-    budget: Optional[str] = typer.Option(None, help="Max object questions N per image ('all' = no cap)."),
+    budget: Optional[str] = typer.Option(None, help="Max object questions N per image ('all' = no cap), or "
+                                         "'auto[:MAX]': ask in waves, stop when answers add nothing new."),
+    self_correct: bool = typer.Option(False, "--self-correct", help="Let the captioner re-check the final caption; "
+                                      "keep only corrected sentences the image supports."),
     tau: Optional[float] = typer.Option(None, help="Sentence threshold (default per score mode)."),
     score_mode: Optional[str] = typer.Option(None, help="prob (paper), logprob or logit."),
     preset: Optional[str] = typer.Option(None, help="Prompt preset name or folder."),
@@ -151,7 +154,7 @@ def caption(
     roles, file_settings = build_roles(model, captioner, scorer, writer, api_base, api_key_env, config,
                                        trust_remote_code)
     given = {"budget": budget, "tau": tau, "score_mode": score_mode, "preset": preset, "tagger": tagger,
-             "store_tokens": store_tokens or None}
+             "store_tokens": store_tokens or None, "self_correct": self_correct or None}
     settings_dict = {**file_settings, **parse_sets(set_), **{k: v for k, v in given.items() if v is not None}}
     try:
         settings = Settings(**settings_dict)

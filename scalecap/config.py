@@ -118,6 +118,34 @@ class Settings(BaseModel):
     context_window: int | None = Field(default=None, ge=256)
     max_pixels: int = 64_000_000
     seed: int = 0
+    # Adaptive budget (beyond the paper; ``budget="auto[:MAX]"``): questions asked in waves of
+    # ``wave_size`` objects, stopping after a wave whose kept answers bring fewer than
+    # ``novelty_threshold`` (a share of their distinct content words) new words; ``budget`` is MAX.
+    adaptive_budget: bool = False
+    wave_size: int = Field(default=4, ge=1)
+    novelty_threshold: float = Field(default=0.25, ge=0.0, le=1.0)
+    # Self-correction (beyond the paper, after SC-Captioner): the captioner re-checks the final
+    # caption in the same conversation; only corrected sentences the image supports are kept.
+    # Greedy by default (SC-Captioner sampled at temperature 0.95, top_p 0.7).
+    self_correct: bool = False
+    correction_rounds: int = Field(default=1, ge=1)
+    max_tokens_correction: int = 1024
+    correction_temperature: float = Field(default=0.0, ge=0.0)
+    correction_top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_auto_budget(cls, data: Any) -> Any:
+        """``budget="auto"`` / ``"auto:MAX"``: the adaptive budget, capped at MAX (default all)."""
+        if isinstance(data, dict) and isinstance(data.get("budget"), str):
+            mode, _, cap = data["budget"].strip().lower().partition(":")
+            if mode == "auto":
+                try:
+                    cap_value = None if cap.strip() in ("", "all", "none") else int(cap)
+                except ValueError:
+                    raise ValueError(f"budget {data['budget']!r}: expected auto or auto:MAX with MAX a number or 'all'") from None
+                data = {**data, "budget": cap_value, "adaptive_budget": True}
+        return data
 
     @field_validator("budget", mode="before")
     @classmethod

@@ -8,6 +8,10 @@ object and its position; the captioner answers, the answers are rated the same w
 summarises objects and positions and merges everything into the final caption. The budget N caps
 the number of object questions.
 
+Beyond the paper, two optional rooms (each its own module, chosen by settings): an adaptive budget
+that asks in waves and stops when answers add nothing new (``budget.py``), and a self-correction
+turn whose corrections are rated like everything else (``correction.py``).
+
 This module knows the backend *protocol* only, never a concrete backend, and nothing of files,
 shards or clusters: ``Engine`` keeps many images in flight, ``scalecap.io`` reads and writes.
 """
@@ -26,12 +30,14 @@ from PIL import Image
 from ._sync import run_sync
 from .backends import Backend, ChatPrompt, Generation, GenerationParams, ImageRef, model_config_from, open_backend
 from .backends.base import CapabilityError
+from .budget import budget_for, content_words
 from .config import ModelConfig, Settings, fingerprint_fields, stable_hash
 from .context import ContextGuard, ContextOverflow
+from .correction import self_correct
 from .images import ImageError, ImageItem, image_ref
 from .prompts import PromptSet, load_preset
 from .rating import RatedText, rate_text
-from .records import CaptionResult, Fingerprint, Question, Summaries
+from .records import CaptionResult, Correction, Fingerprint, Question, Summaries
 from .stages import STAGES, StageFailure, Trace, timed
 from .text.content import load_tagger
 from .text.tagging import TaggingPool
@@ -61,6 +67,8 @@ class ScaleCap:
         self.backends = _bind_roles(model, captioner=captioner, scorer=scorer, writer=writer)
         self.captioner, self.scorer, self.writer = (self.backends[r] for r in ("captioner", "scorer", "writer"))
         self.prompts: PromptSet = load_preset(self.settings.preset)
+        if self.settings.self_correct and self.prompts.correct is None:
+            raise ValueError(f"prompt preset {self.prompts.name!r} lacks correct.txt, which self-correction needs")
         self.tagger = load_tagger(self.settings.tagger)
         # POS tagging runs beside the scoring passes, batched across images on worker processes
         # (``tagger_workers``; it does not change results, so it is not a setting).
@@ -73,6 +81,7 @@ class ScaleCap:
         self.constrained = bool(self.settings.constrain_instructions and self.writer.capabilities.can_constrain)
         self.guard = ContextGuard(self.writer.count_tokens, lambda: _window(self.writer, self.settings),
                                   self.settings.max_tokens_summary, self.prompts.system)
+        self.budget = budget_for(self.settings, self._content_words)
         self.fingerprint = self._make_fingerprint()
 
     # ------------------------------------------------------------------ public API
@@ -147,11 +156,12 @@ class ScaleCap:
             per_sentence = await self._instructions(trace, golden)
         objects = plan_objects(per_sentence, s.budget)
 
-        # 4. Answers about the same image, each rated like the caption.
+        # 4. Answers about the same image, each rated like the caption: all at once, or (adaptive
+        #    budget) in waves until one adds too little that is new.
         with timed(trace, "answers"):
-            questions = await asyncio.gather(*(
-                self._answer(trace, image, obj, kind) for obj in objects for kind in ("object", "position")))
-        result.questions = list(questions)
+            questions, result.adaptive_budget = await self.budget.ask(
+                objects, lambda wave: self._ask(trace, image, wave), golden)
+        result.questions = questions
 
         # 5. Object and position summaries, concurrently (each skipped when it has nothing to summarise).
         with timed(trace, "summaries"):
@@ -166,10 +176,17 @@ class ScaleCap:
         if not result.final_caption:
             result.notes.append("the writer returned an empty final caption")
 
+        # 7. Self-correction, when asked (beyond the paper): the captioner re-checks the final caption,
+        #    and only corrected sentences the image supports stay (rated as in step 2).
+        if s.self_correct:
+            with timed(trace, "correction"):
+                result.correction = await self._self_correct(trace, image, result.final_caption)
+
     # ------------------------------------------------------------------ stages
     async def _generate(self, backend: Backend, trace: Trace, stage: str, user: str, image: ImageRef | None,
-                        params: GenerationParams) -> Generation:
-        out = await backend.generate(ChatPrompt(user=user, system=self.prompts.system, image=image), params)
+                        params: GenerationParams, history: tuple[tuple[str, str], ...] = ()) -> Generation:
+        prompt = ChatPrompt(user=user, system=self.prompts.system, image=image, history=history)
+        out = await backend.generate(prompt, params)
         trace.record(stage, out)
         # Surrounding whitespace carries nothing, and a leading newline would merge with the chat
         # template's own when a server re-tokenises the text for scoring.
@@ -219,6 +236,10 @@ class ScaleCap:
         # A line cut by the token limit would give a cut name ("advertisemen"): it is dropped.
         return [parse_instructions(o.text, truncated=o.finish_reason == "length") for o in outputs]
 
+    async def _ask(self, trace: Trace, image: ImageRef, objects: list[str]) -> list[Question]:
+        return list(await asyncio.gather(*(
+            self._answer(trace, image, obj, kind) for obj in objects for kind in ("object", "position"))))
+
     async def _answer(self, trace: Trace, image: ImageRef, obj: str, kind: str) -> Question:
         instruction = (OBJECT_TEMPLATE if kind == "object" else POSITION_TEMPLATE).format(obj)
         out = await self._caption(trace, "answers", instruction, image, self.settings.max_tokens_answer)
@@ -258,6 +279,26 @@ class ScaleCap:
     async def _condense(self, trace: Trace, template: str, text: str, room: int) -> str:
         write = lambda prompt, n: self._write(trace, "final", prompt, n)  # noqa: E731
         return "\n".join(await self.guard.fit(text.splitlines(), room, template, write))
+
+    async def _self_correct(self, trace: Trace, image: ImageRef, caption: str | None) -> Correction | None:
+        """The correction turn in the captioner's conversation (image, P_cap, the caption as its reply),
+        its reply rated under P_cap like a first caption (see ``correction.py`` for why)."""
+        if not caption:
+            trace.skip("correction", "the final caption is empty: nothing to re-check")
+            return None
+        s, p = self.settings, self.prompts
+        assert p.correct is not None  # checked in __init__
+        params = GenerationParams(max_tokens=s.max_tokens_correction, temperature=s.correction_temperature,
+                                  top_p=s.correction_top_p, repetition_penalty=s.repetition_penalty, seed=s.seed)
+        reply = lambda text: self._generate(self.captioner, trace, "correction", p.correct, image, params,  # noqa: E731
+                                            history=((p.caption, text),))
+        rate = lambda text: self._rate(trace, "correction_rating", p.caption, text, image)  # noqa: E731
+        return await self_correct(caption, s.correction_rounds, reply, rate)
+
+    async def _content_words(self, texts: list[str]) -> list[list[str]]:
+        """Content words of each text (the adaptive budget's novelty), on the tagging thread."""
+        spans = await asyncio.get_running_loop().run_in_executor(self._tagging, self.tagger.content_spans_many, texts)
+        return [content_words(text, sp) for text, sp in zip(texts, spans)]
 
     # ------------------------------------------------------------------ set-up
     def _check_roles(self) -> None:

@@ -27,6 +27,8 @@ STAGE_ROLES: dict[str, str] = {
     "object_summary": "writer",
     "position_summary": "writer",
     "final": "writer",
+    "correction": "captioner",
+    "correction_rating": "scorer",
 }
 ROLES = ("captioner", "scorer", "writer")
 DEFAULT_KEYS = ("*", "default", "all")

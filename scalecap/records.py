@@ -57,6 +57,61 @@ class Summaries(_Record):
     positions: str | None = None
 
 
+class SentenceDiff(_Record):
+    """What a correction changed, sentence by sentence (compared after whitespace and case folding).
+
+    ``added``/``kept`` are sentences of the corrected caption new to / already in the caption it
+    corrected, ``removed`` those of that caption it no longer has, ``rejected`` the sentences the
+    captioner wrote that failed rating and so never reached the corrected caption."""
+
+    added: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    kept: list[str] = Field(default_factory=list)
+    rejected: list[str] = Field(default_factory=list)
+
+
+class CorrectionRound(_Record):
+    """One self-correction turn: what the captioner wrote, how each sentence rated, what stayed."""
+
+    input: str  # the caption this round re-checked
+    output: str  # the captioner's reply, as written
+    sentences: list[ScoredSentence] = Field(default_factory=list)  # of ``output``, rated like the first caption
+    caption: str  # the rated sentences that passed, in order; ``input`` if none did (see ``accepted``)
+    accepted: bool  # False: the reply was empty or no sentence passed rating, and the caption stayed as it was
+    truncated: bool = False  # the reply stopped at max_tokens_correction
+    diff: SentenceDiff = Field(default_factory=SentenceDiff)
+
+
+class Correction(_Record):
+    """The self-correction stage: its rounds, the corrected caption, the diff against the final caption."""
+
+    rounds: list[CorrectionRound] = Field(default_factory=list)
+    caption: str | None = None
+    diff: SentenceDiff = Field(default_factory=SentenceDiff)
+
+
+class Wave(_Record):
+    """One wave of an adaptive budget: the objects asked, and what their kept answers added."""
+
+    objects: list[str]
+    words: list[str]  # distinct content words of the wave's kept answer sentences, in first-seen order
+    new_words: list[str]  # those not known before the wave (golden sentences, earlier kept answers)
+    novelty: float  # len(new_words) / len(words); 0 when no answer of the wave was kept
+
+
+class AdaptiveBudget(_Record):
+    """Why an adaptive budget stopped where it did, with the numbers behind it."""
+
+    wave_size: int
+    threshold: float
+    max_objects: int | None  # MAX of ``auto:MAX``; None = all
+    planned: int  # objects a fixed budget N = MAX would have asked about
+    asked: int
+    saved: int  # planned - asked (each object is two questions: the object and its position)
+    stop: Literal["novelty", "max", "exhausted"]
+    waves: list[Wave] = Field(default_factory=list)
+
+
 class StageUsage(_Record):
     calls: int = 0
     prompt_tokens: int = 0
@@ -102,6 +157,8 @@ class CaptionResult(_Record):
     questions: list[Question] = Field(default_factory=list)
     summaries: Summaries = Field(default_factory=Summaries)
     final_caption: str | None = None
+    correction: Correction | None = None  # --self-correct: the re-checked caption and how it came to be
+    adaptive_budget: AdaptiveBudget | None = None  # --budget auto: the waves and why they stopped
     usage: dict[str, StageUsage] = Field(default_factory=dict)
     skipped: dict[str, str] = Field(default_factory=dict)  # stage -> why it made no model call
     notes: list[str] = Field(default_factory=list)
@@ -112,6 +169,11 @@ class CaptionResult(_Record):
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def corrected_caption(self) -> str | None:
+        """The self-corrected caption (None when the run did not self-correct)."""
+        return self.correction.caption if self.correction is not None else None
 
     @property
     def golden_sentences(self) -> list[str]:

@@ -12,7 +12,7 @@ from .backends.base import BackendError, Generation
 from .records import StageUsage
 
 STAGES = ("caption", "caption_rating", "instructions", "answers", "answer_rating",
-          "object_summary", "position_summary", "final")
+          "object_summary", "position_summary", "final", "correction", "correction_rating")
 
 
 class StageFailure(BackendError):

@@ -43,14 +43,23 @@ class ImageRef:
 
 @dataclass(frozen=True)
 class ChatPrompt:
-    """One user turn, the system prompt and the image first, the question last."""
+    """One user turn, the system prompt and the image first, the question last.
+
+    ``history`` holds earlier (user, assistant) turns of the same conversation, oldest first; the
+    image then belongs to the first user turn, so every request about an image still starts with
+    the same prefix (the self-correction turn re-asks about a caption already given)."""
 
     user: str
     system: str | None = None
     image: ImageRef | None = None
+    history: tuple[tuple[str, str], ...] = ()
 
     def without_image(self) -> "ChatPrompt":
-        return ChatPrompt(user=self.user, system=self.system, image=None)
+        return ChatPrompt(user=self.user, system=self.system, image=None, history=self.history)
+
+    def turns(self) -> list[tuple[str, str | None]]:
+        """Every (user, assistant) turn in order, the last one's assistant still to come (None)."""
+        return [*self.history, (self.user, None)]
 
 
 @dataclass(frozen=True)
@@ -138,10 +147,13 @@ def chat_messages(prompt: ChatPrompt, image_part: dict[str, Any] | None = None,
     messages: list[dict[str, Any]] = []
     if prompt.system is not None:
         messages.append({"role": "system", "content": prompt.system})
-    if image_part is None:
-        messages.append({"role": "user", "content": prompt.user})
-    else:
-        messages.append({"role": "user", "content": [image_part, {"type": "text", "text": prompt.user}]})
+    for i, (user, reply) in enumerate(prompt.turns()):
+        if i == 0 and image_part is not None:
+            messages.append({"role": "user", "content": [image_part, {"type": "text", "text": user}]})
+        else:
+            messages.append({"role": "user", "content": user})
+        if reply is not None:
+            messages.append({"role": "assistant", "content": reply})
     if answer is not None:
         messages.append({"role": "assistant", "content": answer})
     return messages

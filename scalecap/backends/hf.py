@@ -291,13 +291,20 @@ class HFBackend(InProcessBackend):
         if self.processor is None:
             if prompt.system is not None:
                 messages.append({"role": "system", "content": prompt.system})
-            messages.append({"role": "user", "content": prompt.user})
+            for user, reply in prompt.turns():
+                messages.append({"role": "user", "content": user})
+                if reply is not None:
+                    messages.append({"role": "assistant", "content": reply})
             return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         if prompt.system is not None:
             messages.append({"role": "system", "content": [{"type": "text", "text": prompt.system}]})
-        content: list[dict[str, Any]] = [{"type": "image"}] if prompt.image is not None else []
-        content.append({"type": "text", "text": prompt.user})
-        messages.append({"role": "user", "content": content})
+        for i, (user, reply) in enumerate(prompt.turns()):
+            # the image belongs to the first user turn (the prefix every request about it shares)
+            content: list[dict[str, Any]] = [{"type": "image"}] if i == 0 and prompt.image is not None else []
+            content.append({"type": "text", "text": user})
+            messages.append({"role": "user", "content": content})
+            if reply is not None:
+                messages.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def _pixels(self, pil):

@@ -3,7 +3,7 @@
 Accepted formats (told apart by content, not by name):
 
 * **scalecap results** — JSONL of ``CaptionResult`` records (rows with ``id``, ``source``, ``status``).
-  ``field`` picks ``final_caption`` (default) or ``first_caption``; a record whose status is not
+  ``field`` picks ``final_caption`` (default), ``first_caption`` or ``corrected_caption``; a record whose status is not
   ``ok`` or whose field is missing (null) is *unusable* (kept with its reason, never silently
   dropped). An empty string is a caption like any other (it is scored, and counted as empty).
 * **mapping** — one JSON object ``{id: caption}`` (a value may also be an object holding the field).
@@ -31,6 +31,8 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "final_caption": ("final_caption", "caption", "text"),
     "first_caption": ("first_caption", "ori_caption"),
 }
+#: The captions of a scalecap record (``corrected_caption``: null unless the run self-corrected).
+RESULT_FIELDS = ("final_caption", "first_caption", "corrected_caption")
 
 
 @dataclass
@@ -164,8 +166,8 @@ def _read_results(cs: CaptionSet, rows: list[dict[str, Any]], p: Path) -> None:
 
     from ..records import CaptionResult
 
-    if cs.field not in ("final_caption", "first_caption"):
-        raise EvalInputError(f"captions: {p} holds scalecap results: --field must be final_caption or first_caption")
+    if cs.field not in RESULT_FIELDS:
+        raise EvalInputError(f"captions: {p} holds scalecap results: --field must be one of {', '.join(RESULT_FIELDS)}")
     for n, row in enumerate(rows, 1):
         try:
             rec = CaptionResult.model_validate(row)

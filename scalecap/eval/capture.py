@@ -62,9 +62,12 @@ class Elements:
     objects: list[str] = field(default_factory=list)
     attributes: list[str] = field(default_factory=list)
     relations: list[tuple[str, str, str]] = field(default_factory=list)
+    #: (object, attribute) for each attribute, the object it describes (refined CAPTURE matches per object)
+    attribute_pairs: list[tuple[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"objects": self.objects, "attributes": self.attributes, "relations": [list(r) for r in self.relations]}
+        return {"objects": self.objects, "attributes": self.attributes, "relations": [list(r) for r in self.relations],
+                "attribute_pairs": [list(p) for p in self.attribute_pairs]}
 
 
 _TUPLE = re.compile(r"\(([^()]*)\)")
@@ -176,6 +179,7 @@ def build_elements(graph_texts: Sequence[str], lemmatizer: Lemmatizer, nouns: se
         objects=[o for o in objects if o not in stop_words and is_noun(o)],
         attributes=[a for e, a in attr_pairs if is_noun(e)],
         relations=[t for t in relations if is_noun(t[0]) and is_noun(t[2])],
+        attribute_pairs=[(e, a) for e, a in attr_pairs if is_noun(e)],
     )
 
 
@@ -651,8 +655,9 @@ def load_references(path: str | Path) -> dict[str, list[str]]:
 
 
 async def evaluate(captions: Any, references: dict[str, list[str]], evaluator: CaptureEvaluator,
-                   limit: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Score every usable caption that has references (ids matched by ``common.KeyIndex``)."""
+                   limit: int | None = None, refined: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score every usable caption that has references (ids matched by ``common.KeyIndex``); with
+    ``refined`` (a ``capture_refined.Refined``), the refined variant beside it."""
     from .common import KeyIndex
 
     index = KeyIndex(references.keys())
@@ -675,8 +680,17 @@ async def evaluate(captions: Any, references: dict[str, list[str]], evaluator: C
         samples.append({"id": key, "reference_id": ref_key, **{k: v for k, v in s.items() if k != "pairs"},
                         "candidate_elements": cand_el.to_dict(), "candidate_graphs": evaluator.graphs(text),
                         "pairs": s["pairs"]})
+        if refined is not None:
+            c = evaluator.config
+            samples[-1]["refined"] = await refined.score(
+                cand_el, await evaluator.elements(references[ref_key]), text, references[ref_key], ref_key,
+                c.synonyms, c.embedder, c.soft_threshold)
     used = {k for _, k, _ in jobs}
     summary = aggregate(samples)
+    if refined is not None:
+        from .capture_refined import aggregate_refined
+
+        summary["refined"] = aggregate_refined([s["refined"] for s in samples])
     summary.update({
         "unknown_ids": {"count": len(unknown), "ids": unknown[:100]},
         "unusable_captions": {"count": len(captions.unusable), "ids": dict(list(captions.unusable.items())[:100])},

@@ -42,7 +42,7 @@ def _friendly(fn: Callable) -> Callable:
 # ----------------------------------------------------------------------------- shared options
 
 CaptionsArg = typer.Argument(..., help="Captions: scalecap results JSONL, {id: caption} JSON, or JSONL rows with an id and a caption.")
-FieldOpt = typer.Option("final_caption", "--field", help="Caption field: final_caption or first_caption (scalecap results), or a key of the rows.")
+FieldOpt = typer.Option("final_caption", "--field", help="Caption field: final_caption, first_caption or corrected_caption (scalecap results), or a key of the rows.")
 OutOpt = typer.Option(None, "--output", "-o", help="Result JSON (default: <metric>-<captions name>.json).")
 ItemsOpt = typer.Option(None, "--items", help="Per-item JSONL (default: next to the result, .items.jsonl).")
 ApiBaseOpt = typer.Option(None, "--api-base", help="OpenAI-compatible server for the --*-model options (e.g. http://127.0.0.1:8000/v1).")
@@ -357,6 +357,25 @@ def _capture_evaluator(pool, *, parser, parser_llm, parser_config, parser_model,
     return cap.CaptureEvaluator(config), prompts
 
 
+def _refined(pool, evaluator, prompts, *, extra_objects, judge, judge_config, judge_model, api_base, api_key_env,
+             prompt_overrides):
+    """The refined variant's judge (a role-bound LLM) and extra objects; the prompts it sends join ``prompts``."""
+    from . import prompts as eval_prompts
+    from .capture_refined import Refined, load_extra_objects, make_judge
+    from .models import describe, resolve_model
+
+    cfg = resolve_model("judge", judge, judge_config, judge_model, api_base, api_key_env)
+    if cfg is None:
+        raise EvalInputError("capture --refined asks each relation as a yes/no question to an LLM judge: give --judge "
+                             "MODEL, --judge-model NAME with --api-base, or --judge-config FILE.toml")
+    backend = pool.get("judge", cfg)
+    prompts["relation_judge"] = eval_prompts.load("relation_judge", prompt_overrides.get("relation_judge"))
+    prompts.setdefault("system", eval_prompts.load("system", prompt_overrides.get("system")))
+    extra = load_extra_objects(extra_objects, evaluator.config.lemmatizer.noun) if extra_objects else {}
+    return Refined(make_judge(backend, prompts["relation_judge"], prompts["system"] or None), extra,
+                   {"judge": describe(backend, cfg)})
+
+
 @app.command("capture")
 @_friendly
 def capture_cmd(
@@ -377,6 +396,13 @@ def capture_cmd(
     parser_max_tokens: int = typer.Option(256, "--parser-max-tokens", min=1, help="Length limit of one sentence's parse (seq2seq: at most 128, as FACTUAL)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1),
     details: bool = typer.Option(False, "--details", help="Also write per-caption details (elements, graphs, matches)."),
+    refined: bool = typer.Option(False, "--refined", help="Also score refined CAPTURE (SC-Captioner): extra objects "
+                                 "for precision, attributes per object, relations asked to a --judge LLM."),
+    extra_objects: Optional[Path] = typer.Option(None, "--extra-objects", help="--refined: {id: [object, ...]} JSON of "
+                                                 "objects in the image that no reference mentions."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="--refined: the relation judge LLM (hub id/path, transformers)."),
+    judge_config: Optional[Path] = typer.Option(None, "--judge-config", help="--refined: judge ModelConfig TOML."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="--refined: judge served at --api-base."),
     prompt: Optional[list[str]] = PromptOpt,
     output: Optional[Path] = OutOpt,
     items: Optional[Path] = ItemsOpt,
@@ -400,7 +426,15 @@ def capture_cmd(
                 api_base=api_base, api_key_env=api_key_env, embedder=embedder, wordnet=wordnet, stop_words=stop_words,
                 soft_threshold=soft_threshold, device=device, prompt_overrides=_prompt_overrides(prompt),
                 parser_max_tokens=parser_max_tokens)
-            return await run_capture(caps, refs, ev, references, limit=limit, argv=_argv(), prompts=prompts)
+            ref = None
+            if refined:
+                ref = _refined(pool, ev, prompts, extra_objects=extra_objects, judge=judge, judge_config=judge_config,
+                               judge_model=judge_model, api_base=api_base, api_key_env=api_key_env,
+                               prompt_overrides=_prompt_overrides(prompt))
+            elif extra_objects or judge or judge_config or judge_model:
+                raise EvalInputError("capture: --extra-objects and --judge* belong to --refined")
+            return await run_capture(caps, refs, ev, references, limit=limit, argv=_argv(), prompts=prompts,
+                                     refined=ref, extra_objects_path=extra_objects)
         finally:
             await pool.close()
 
@@ -415,6 +449,14 @@ def capture_cmd(
     trip = lambda k: "/".join(pct(s[f"{k}_{x}"]) for x in ("precision", "recall", "f1"))  # noqa: E731
     t.add_row(str(s["captions"]), pct(s["score"]), trip("object"), trip("attribute"), trip("relation"))
     console.print(t)
+    if "refined" in s:
+        rs = s["refined"]
+        rt = Table(title=f"refined CAPTURE (SC-Captioner, our reading) — {doc['name']}")
+        for c in ("captions", "refined %", "P/R/F1 obj %", "P/R/F1 attr %", "P/R/F1 rel (judge) %"):
+            rt.add_column(c, justify="right")
+        rtrip = lambda k: "/".join(pct(rs[f"{k}_{x}"]) for x in ("precision", "recall", "f1"))  # noqa: E731
+        rt.add_row(str(rs["captions"]), pct(rs["score"]), rtrip("object"), rtrip("attribute"), rtrip("relation"))
+        console.print(rt)
     if not doc["official"]:
         console.print("[yellow]NOT the official CAPTURE metric:[/yellow]", highlight=False)
         for d in doc["deviations"]:

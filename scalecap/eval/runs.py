@@ -89,8 +89,9 @@ def run_chair(captions: CaptionSet, gt: ch.GroundTruth, vocab: ch.ChairVocabular
 
 async def run_capture(captions: CaptionSet, references: dict[str, list[str]], evaluator: cap.CaptureEvaluator,
                       references_path: str | Path | None, *, limit: int | None = None, argv: list[str] | None = None,
-                      prompts: dict[str, str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    summary, samples = await cap.evaluate(captions, references, evaluator, limit)
+                      prompts: dict[str, str] | None = None, refined: Any = None,
+                      extra_objects_path: str | Path | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    summary, samples = await cap.evaluate(captions, references, evaluator, limit, refined=refined)
     official, label = evaluator.config.label()
     major, minor = evaluator.config.deviations()
     doc = {
@@ -98,10 +99,17 @@ async def run_capture(captions: CaptionSet, references: dict[str, list[str]], ev
         "official": official, "label": label, "deviations": major, "notes": minor,
         "summary": summary,
         "provenance": provenance.build(
-            cap.METRIC, cap.VERSION, models={"parts": evaluator.config.describe()}, prompts=prompts or {},
-            data=_data(captions, references=references_path), settings={"caption_field": captions.field, "limit": limit},
+            cap.METRIC, cap.VERSION, models={"parts": evaluator.config.describe(),
+                                             **({"refined": refined.describe()} if refined is not None else {})},
+            prompts=prompts or {},
+            data=_data(captions, references=references_path,
+                       **({"extra_objects": extra_objects_path} if extra_objects_path else {})),
+            settings={"caption_field": captions.field, "limit": limit, "refined": refined is not None},
             argv=argv),
     }
+    if refined is not None:
+        doc["refined_label"] = ("refined CAPTURE (our reading of SC-Captioner's description, not their code), "
+                                "on the same parts as CAPTURE above")
     return doc, samples
 
 

@@ -12,6 +12,8 @@ from importlib import resources
 from pathlib import Path
 
 _NAMES = ("system", "caption", "instructions", "object_summary", "position_summary", "final")
+#: Prompts a preset may lack; a stage that needs one refuses to start without it.
+_OPTIONAL = ("correct",)
 
 
 @dataclass(frozen=True)
@@ -23,17 +25,20 @@ class PromptSet:
     object_summary: str
     position_summary: str
     final: str
+    #: The self-correction turn (``--self-correct``), sent after the caption as a new user turn.
+    correct: str | None = None
 
     @property
     def sha256(self) -> str:
         h = hashlib.sha256()
-        for n in _NAMES:
-            h.update(n.encode() + b"\0" + getattr(self, n).encode() + b"\0")
+        for n in _NAMES + _OPTIONAL:
+            if getattr(self, n) is not None:
+                h.update(n.encode() + b"\0" + getattr(self, n).encode() + b"\0")
         return h.hexdigest()
 
 
 def load_preset(name_or_path: str = "paper") -> PromptSet:
-    """A bundled preset by name (``paper``) or a folder with the six prompt files."""
+    """A bundled preset by name (``paper``) or a folder with the six prompt files (and optionally ``correct.txt``)."""
     path = Path(name_or_path)
     if path.is_dir():
         folder, name = path, path.name
@@ -48,6 +53,12 @@ def load_preset(name_or_path: str = "paper") -> PromptSet:
         if not f.is_file():
             raise ValueError(f"prompt preset {name!r} lacks {f.name}")
         texts[n] = f.read_text(encoding="utf-8")
+    for n in _OPTIONAL:
+        if (folder / f"{n}.txt").is_file():
+            texts[n] = (folder / f"{n}.txt").read_text(encoding="utf-8")
+    if "{}" in texts.get("correct", ""):
+        raise ValueError(f"prompt {name}/correct.txt takes no {{}} slot: the caption goes before it, as the "
+                         "assistant's turn")
     for n, slots in (("instructions", 1), ("object_summary", 1), ("position_summary", 1), ("final", 3)):
         if texts[n].count("{}") != slots:
             raise ValueError(f"prompt {name}/{n}.txt must contain {{}} exactly {slots} time(s)")

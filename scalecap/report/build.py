@@ -449,7 +449,7 @@ def build_report(
 
 
 _KNOWN_STAGES = ("caption", "caption_rating", "instructions", "answers", "answer_rating",
-                 "object_summary", "position_summary", "final", "total")
+                 "object_summary", "position_summary", "final", "correction", "correction_rating", "total")
 
 
 def _evaluation_tables(paths: Sequence[Path | str]) -> list[dict[str, Any]]:

@@ -331,6 +331,13 @@ class Collector:
         d["so"] = rec.summaries.objects
         d["sp"] = rec.summaries.positions
         d["final"] = rec.final_caption
+        if rec.correction is not None:
+            c = rec.correction
+            d["corr"] = {"c": c.caption, "add": list(c.diff.added), "rm": list(c.diff.removed),
+                         "rej": list(c.diff.rejected), "n": len(c.rounds)}
+        if rec.adaptive_budget is not None:
+            b = rec.adaptive_budget
+            d["ab"] = {"stop": b.stop, "asked": b.asked, "planned": b.planned, "nov": [w.novelty for w in b.waves]}
         d["use"] = usage
         d["tim"] = timings
         d["notes"] = list(rec.notes)
@@ -339,13 +346,19 @@ class Collector:
         return d
 
     def search_text(self, rec: CaptionResult) -> str:
-        """What the page's text search looks in: ids, source, both captions, objects, errors.
+        """What the page's text search looks in: ids, source, the captions, objects, errors, tags.
 
         Lower-cased, and each whitespace-separated word kept once (first-seen order): the page
         matches every query word as a substring of one word, so repeats add size and nothing else.
         """
-        parts = [rec.id, rec.source, rec.first_caption or "", rec.final_caption or "",
+        parts = [rec.id, rec.source, rec.first_caption or "", rec.final_caption or "", rec.corrected_caption or "",
                  rec.error or "", rec.error_kind or "", str(rec.meta.get("filter_reason") or "")]
+        # Tags to filter on: what a self-correction changed, why an adaptive budget stopped.
+        if rec.correction is not None:
+            diff = rec.correction.diff
+            parts += ["corrected"] + [f"corrected:{k}" for k in ("added", "removed", "rejected") if getattr(diff, k)]
+        if rec.adaptive_budget is not None:
+            parts.append(f"budget:{rec.adaptive_budget.stop}")
         parts.extend(q.object for q in rec.questions if q.kind == "object")
         words = _WS.split(" ".join(parts).lower())
         return " ".join(dict.fromkeys(w for w in words if w))

@@ -14,7 +14,7 @@ from scalecap.eval.common import EvalInputError, KeyIndex, fill
 from scalecap.eval.models import load_model_config, resolve_model
 from scalecap.eval.prompts import load as load_prompt
 from scalecap.eval.provenance import build
-from scalecap.records import CaptionResult
+from scalecap.records import CaptionResult, Correction
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "eval"
 runner = CliRunner()
@@ -58,6 +58,11 @@ def test_caption_formats(tmp_path):
     assert cs.unusable == {"img2": "record status failed: CUDA OOM", "img3": "no final_caption"}
     assert cs.lookup("img2.jpg") == ("img2", None, "record status failed: CUDA OOM")
     assert load_captions(p, "first_caption").captions == {"img1": "first 1", "img3": "first 3"}
+    corrected = load_captions(p, "corrected_caption")  # none of these runs self-corrected
+    assert corrected.captions == {} and corrected.unusable["img1"] == "no corrected_caption"
+    recs[0].correction = Correction(caption="corrected 1")
+    p.write_text("".join(r.to_json() + "\n" for r in recs))
+    assert load_captions(p, "corrected_caption").captions == {"img1": "corrected 1"}
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"image_id": 7, "caption": "seven"}\n{"image_id": 7, "caption": "seven again"}\n')
     rs = load_captions(rows)

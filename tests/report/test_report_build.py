@@ -350,3 +350,25 @@ def test_mixed_score_modes_and_missing_fingerprint(tmp_path: Path) -> None:
     _, data = page_data(tmp_path / "mixed.html")
     assert data["index"]["fp"] == [0, 1, -1]
     assert [f["score_mode"] for f in data["overview"]["fingerprints"]] == ["prob", "logit"]
+
+
+def test_corrections_and_adaptive_budgets_are_shown_and_searchable() -> None:
+    from scalecap.records import AdaptiveBudget, CaptionResult, Correction, SentenceDiff, Wave
+    from scalecap.report.data import Collector
+
+    rec = CaptionResult(
+        id="c1", source="c1.jpg", status="ok", first_caption="A cat.", final_caption="A cat. A dragon.",
+        correction=Correction(caption="A cat. A mug.", diff=SentenceDiff(
+            added=["A mug."], removed=["A dragon."], kept=["A cat."], rejected=["A crown."])),
+        adaptive_budget=AdaptiveBudget(wave_size=2, threshold=0.25, max_objects=4, planned=4, asked=2, saved=2,
+                                       stop="novelty", waves=[Wave(objects=["cat", "mug"], words=["cat"],
+                                                                   new_words=[], novelty=0.0)]))
+    plain = CaptionResult(id="p1", source="p1.jpg", status="ok", final_caption="A dog.")
+    col = Collector()
+    d = col.add(rec)
+    assert d["corr"] == {"c": "A cat. A mug.", "add": ["A mug."], "rm": ["A dragon."], "rej": ["A crown."], "n": 0}
+    assert d["ab"] == {"stop": "novelty", "asked": 2, "planned": 4, "nov": [0.0]}
+    words = col.search_text(rec).split()
+    assert {"mug.", "corrected", "corrected:added", "corrected:removed", "corrected:rejected",
+            "budget:novelty"} <= set(words)
+    assert "corr" not in col.add(plain) and "corrected" not in col.search_text(plain).split()

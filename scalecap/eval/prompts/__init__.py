@@ -11,6 +11,7 @@
   reason line, then a verdict 1 / 2 / tie), shown with the image.
 * ``dcscore_decompose``, ``dcscore_judge``, ``dcscore_match``: ours, for DCScore's three steps
   (caption to primitive units; a unit against the image; a reference unit against the caption's units).
+* ``relation_judge``: ours, refined CAPTURE's yes/no relation question (SC-Captioner publishes none).
 
 A file may be overridden by a user path (``--prompt NAME=FILE`` on the CLI); the hash of the text
 actually sent is recorded in every result.
@@ -24,7 +25,8 @@ from pathlib import Path
 from ..common import EvalInputError
 
 SLOTS = {"system": 0, "prism_answer": 2, "extract_answer": 2, "judge_open": 3, "captionqa_answer": 3,
-         "scene_graph": 1, "arena_judge": 2, "dcscore_decompose": 1, "dcscore_judge": 1, "dcscore_match": 2}
+         "scene_graph": 1, "arena_judge": 2, "dcscore_decompose": 1, "dcscore_judge": 1, "dcscore_match": 2,
+         "relation_judge": 2}
 
 
 def load(name: str, override: str | Path | None = None) -> str:

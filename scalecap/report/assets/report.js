@@ -864,6 +864,8 @@
     if (r.st === "filtered" && r.why) h.appendChild(el("span", "badge filtered", r.why));
     if (IX.ratio[seq] !== null) h.appendChild(el("span", "badge", "kept " + IX.nkept[seq] + "/" + IX.nsent[seq]));
     if (r.fb) h.appendChild(el("span", "badge filtered", "caption fallback"));
+    if (r.corr) h.appendChild(el("span", "badge", "corrected +" + r.corr.add.length + " −" + r.corr.rm.length + (r.corr.rej.length ? " ✗" + r.corr.rej.length : "")));
+    if (r.ab) h.appendChild(el("span", "badge", "asked " + r.ab.asked + "/" + r.ab.planned + " (" + r.ab.stop + ")"));
     if (scores && tau.flipRec[seq]) h.appendChild(el("span", "badge", "flips at τ " + fmtNum(tau.value)));
     c.appendChild(h);
 
@@ -893,6 +895,27 @@
     if (r.final !== null && r.final !== undefined) {
       add(main, el("h4", null, "Final caption"));
       main.appendChild(el("div", "textblock final", r.final));
+    }
+    if (r.corr) {
+      const c = r.corr;
+      add(main, el("h4", null, "Corrected caption · " + c.add.length + " added, " + c.rm.length + " removed, " +
+        c.rej.length + " rejected by rating" + (c.n > 1 ? " · " + c.n + " rounds" : "")));
+      main.appendChild(el("div", "textblock final", c.c === null ? "(none)" : c.c));
+      if (c.add.length || c.rm.length || c.rej.length) {
+        const d = el("details");
+        d.appendChild(el("summary", null, "Correction diff (final → corrected)"));
+        [["Added", c.add], ["Removed", c.rm], ["Written but rejected by rating", c.rej]].forEach((part) => {
+          if (!part[1].length) return;
+          const ul = el("ul");
+          part[1].forEach((x) => ul.appendChild(el("li", null, x)));
+          add(d, el("h4", null, part[0]), ul);
+        });
+        main.appendChild(d);
+      }
+    }
+    if (r.ab) {
+      main.appendChild(el("div", "note", "Adaptive budget: " + r.ab.asked + " of " + r.ab.planned + " objects asked, stopped by " +
+        r.ab.stop + "; novelty per wave " + r.ab.nov.map((v) => fmtNum(v, 2)).join(", ")));
     }
     if (r.first !== null && r.first !== undefined) {
       const nk = r.sent.filter((s) => s.k).length;
