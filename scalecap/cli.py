@@ -46,7 +46,7 @@ def build_roles(model: Optional[str], captioner: Optional[str], scorer: Optional
         try:
             run_config = RunConfig.load(config)
         except (OSError, ValueError, ValidationError) as exc:
-            _fail(f"config file {config}: {exc}")
+            _fail(f"config file {config}: {_describe(exc)}")
         roles = {r: getattr(run_config, r) for r in ("captioner", "scorer", "writer")}
         settings = run_config.settings.model_dump(exclude_unset=True)
     overrides = {"captioner": captioner, "scorer": scorer, "writer": writer}

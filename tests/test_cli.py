@@ -1,4 +1,8 @@
-"""The command line as a user runs it: bad files, exit codes, resume, tiny-models, demo."""
+"""The command line as a user runs it: bad files, exit codes, tiny-models.
+
+(Resume through the CLI: tests/io/test_resume_kill.py; a torn last line: tests/io/test_outputs.py;
+the demo: tests/test_demo.py; config files: tests/test_cli_config.py.)
+"""
 
 import io
 import json
@@ -63,25 +67,6 @@ def test_bad_files_become_records_and_the_exit_code_tells(messy_folder, tmp_path
     assert kinds == {"empty.jpg": "empty_file", "notes.jpg": "not_an_image", "truncated.jpg": "corrupt",
                      "bomb.png": "too_large"}
     assert any("first frame" in n for n in records["animated.gif"]["notes"])
-
-
-def test_resume_skips_done_ids_and_repairs_a_torn_line(tmp_path, sample_images, tiny_models, tiny_settings):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for name in ("astronaut", "coffee"):
-        (folder / sample_images[name].name).write_bytes(sample_images[name].read_bytes())
-    out = tmp_path / "out.jsonl"
-    assert runner.invoke(app, caption_args(tiny_models, tiny_settings, str(folder), "-o", str(out))).exit_code == 0
-    first = read(out)
-    assert len(first) == 2
-    with out.open("a") as f:
-        f.write('{"id": "torn-by-a-crash", "sta')  # a crash mid-write leaves a partial line
-    (folder / sample_images["rocket"].name).write_bytes(sample_images["rocket"].read_bytes())
-    res = runner.invoke(app, caption_args(tiny_models, tiny_settings, str(folder), "-o", str(out)))
-    assert res.exit_code == 0, res.output
-    records = read(out)
-    assert [r["id"] for r in records[:2]] == [r["id"] for r in first]
-    assert sorted(r["id"] for r in records) == ["astronaut.png", "coffee.png", "rocket.jpg"]
 
 
 def test_missing_role_is_a_clear_error(tmp_path):

@@ -1,7 +1,8 @@
 """Fixtures for the report tests: the hand-written run (see report_data.py) and headless Chromium.
 
 Browser tests use Debian's Chromium (``/usr/bin/chromium``, or ``$SCALECAP_CHROMIUM``) driven by
-the ``playwright`` package. Without a browser they are skipped locally, but fail when ``CI`` is set.
+the ``playwright`` package. Without a browser they skip (which fails the run unless
+SCALECAP_ALLOW_SKIPS=1, see tests/conftest.py), and fail outright when ``CI`` is set.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _in_ci() -> bool:
 def _no_browser(reason: str):
     if _in_ci():
         pytest.fail(f"browser tests must run in CI: {reason} (install chromium: apt-get install -y chromium)")
-    pytest.skip(f"{reason}; browser tests skipped (they run when CI is set)")
+    pytest.skip(f"{reason}; the browser tests need it (apt-get install -y chromium; pip install playwright)")
 
 
 @pytest.fixture(scope="module")

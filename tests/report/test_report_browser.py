@@ -85,6 +85,8 @@ def test_single_file_report(crafted_run: Path, tmp_path: Path, watch) -> None:
     assert page.locator("#card-0 .tokbox .tok.content.max").inner_text().strip() == "television"
     # questions: a dropped one says so
     page.click("#card-0 details.qdetails > summary")
+    # the list is built by the details' toggle event, a task after the click: wait until it is built
+    page.wait_for_selector("#card-0 details.qdetails[open][data-built='1'] .qlist")
     assert page.locator("#card-0 .qlist li.dropped").count() == 2
     # a failed image shows its error
     assert "CUDA out of memory" in page.locator("#card-5 .error").inner_text()

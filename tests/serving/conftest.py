@@ -293,3 +293,87 @@ def fake_closed_api():
     yield make
     for f in made:
         f.close()
+
+
+class FakeVLLM(_Running):
+    """A stdlib stand-in for a vLLM OpenAI server, for the HTTP backend's own tests (no vLLM needed).
+
+    Speaks what ``OpenAIBackend`` uses: ``/v1/models`` (owned_by "vllm"), ``/tokenize`` and
+    ``/detokenize`` with one token per character (id = code point), and ``/v1/chat/completions``
+    for generation and for scoring (``prompt_logprobs``: one entry per character of a flat chat
+    template, None first, as vLLM does). The log-prob of each character is ``logprob(char,
+    with_image)``, chosen here so that tests can compute what the backend must parse. ``reply(body)``
+    picks a generation's text; ``fail_next`` answers the next k chat requests with 500. Every chat
+    request body is kept in ``bodies``.
+    """
+
+    MODEL = "fake-vlm"
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        self.fail_next = 0
+        self.reply: Callable[[dict], str] = lambda body: "A red car."
+        fake = self
+
+        class H(_Handler):
+            def do_GET(self) -> None:
+                if self.path == "/v1/models":
+                    return self._send(200, {"object": "list", "data": [
+                        {"id": fake.MODEL, "object": "model", "owned_by": "vllm", "max_model_len": 4096}]})
+                self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:
+                body = json.loads(self._body() or b"{}")
+                if self.path == "/tokenize":
+                    return self._send(200, {"tokens": [ord(c) for c in body["prompt"]], "count": len(body["prompt"])})
+                if self.path == "/detokenize":
+                    return self._send(200, {"prompt": "".join(chr(t) for t in body["tokens"])})
+                if self.path != "/v1/chat/completions":
+                    return self._send(404, {"error": {"message": "not found"}})
+                fake.bodies.append(body)
+                if fake.fail_next > 0:
+                    fake.fail_next -= 1
+                    return self._send(500, {"error": {"message": "injected failure"}})
+                prompt, with_image = fake.template(body["messages"])
+                if "prompt_logprobs" in body:
+                    entries = [None] + [{str(ord(c)): {"logprob": fake.logprob(c, with_image), "rank": 1,
+                                                       "decoded_token": c}} for c in prompt[1:]]
+                    return self._send(200, {"id": "s", "object": "chat.completion", "prompt_logprobs": entries,
+                                            "choices": [{"index": 0, "message": {"role": "assistant", "content": "."},
+                                                         "finish_reason": "length"}],
+                                            "usage": {"prompt_tokens": len(prompt), "completion_tokens": 1}})
+                text = fake.reply(body)
+                self._send(200, {"id": "g", "object": "chat.completion", "model": body.get("model"), "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(text)}})
+
+        super().__init__(H)
+
+    @staticmethod
+    def logprob(char: str, with_image: bool) -> float:
+        return -(ord(char) % 7) / 10 - (0.0 if with_image else 0.9)
+
+    @staticmethod
+    def template(messages: list[dict]) -> tuple[str, bool]:
+        """A flat chat template: ``<role>`` then the text of each message, an image as ``[img]``."""
+        out, with_image = [], False
+        for m in messages:
+            content = m["content"]
+            if isinstance(content, list):
+                parts = []
+                for p in content:
+                    if p["type"] == "image_url":
+                        with_image = True
+                        parts.append("[img]")
+                    else:
+                        parts.append(p["text"])
+                content = "".join(parts)
+            out.append(f"<{m['role']}>" + content)
+        return "".join(out), with_image
+
+
+@pytest.fixture
+def fake_vllm():
+    fake = FakeVLLM()
+    yield fake
+    fake.close()

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from parity import TEXT, assert_same_scores
 
 from scalecap import ScaleCap
 from scalecap.backends.base import ChatPrompt, GenerationParams
@@ -21,8 +22,6 @@ SERVED_NAME = "tiny-qwen2vl"  # the name the session server (conftest.py) serves
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(300)]
 
 SYSTEM = "You are a helpful assistant."
-#: ASCII words, a decimal, a newline, and characters split across byte-level tokens (ö, the emoji).
-TEXT = "A man in a white suit stands near 3.5 flags.\nThe wörld is 🚀 big!"
 
 
 def server_config(server, **kw) -> ModelConfig:
@@ -72,11 +71,7 @@ async def test_generation_with_and_without_image(vllm_server, astronaut):
 async def test_score_parity_with_transformers(vllm_server, hf_vlm, astronaut, with_image):
     backend = OpenAIBackend(server_config(vllm_server))
     prompt = ChatPrompt("Describe the image.", SYSTEM, astronaut if with_image else None)
-    served, local = await backend.score(prompt, TEXT), await hf_vlm.score(prompt, TEXT)
-    assert served.token_ids == local.token_ids
-    assert served.offsets == local.offsets  # transformers' offset mapping, multi-byte characters included
-    assert max(abs(a - b) for a, b in zip(served.logprobs, local.logprobs)) < 1e-3
-    assert served.logits is None and served.prompt_tokens == local.prompt_tokens
+    assert_same_scores(await backend.score(prompt, TEXT), await hf_vlm.score(prompt, TEXT))
     await backend.aclose()
 
 

@@ -9,6 +9,7 @@ import os
 import re
 
 import pytest
+from parity import TEXT, assert_same_scores
 
 from scalecap import ScaleCap
 from scalecap.backends.base import ChatPrompt, GenerationParams
@@ -18,7 +19,6 @@ from scalecap.images import image_ref
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
 SYSTEM = "You are a helpful assistant."
-TEXT = "A man in a white suit stands near 3.5 flags.\nThe wörld is 🚀 big!"
 ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
 
 
@@ -59,10 +59,7 @@ async def test_score_parity_with_transformers(engine, tiny_models, astronaut, wi
 
     hf = HFBackend(ModelConfig(model=str(tiny_models["qwen2vl"]), dtype="float32"))
     prompt = ChatPrompt("Describe the image.", SYSTEM, astronaut if with_image else None)
-    ours, ref = await engine.score(prompt, TEXT), await hf.score(prompt, TEXT)
-    assert ours.token_ids == ref.token_ids and ours.offsets == ref.offsets
-    assert max(abs(a - b) for a, b in zip(ours.logprobs, ref.logprobs)) < 1e-3
-    assert ours.logits is None and ours.prompt_tokens == ref.prompt_tokens
+    assert_same_scores(await engine.score(prompt, TEXT), await hf.score(prompt, TEXT))
     await hf.aclose()
 
 

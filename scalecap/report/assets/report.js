@@ -836,10 +836,12 @@
     return box;
   }
   function lazyDetails(title, build) {
-    // the contents are built when the details element is first opened (cards stay cheap to render)
+    // the contents are built when the details element is first opened (cards stay cheap to render).
+    // The toggle event comes a task after the click that opened it, so data-built="1" says when the
+    // contents exist (what tests and scripts wait for).
     const d = el("details");
     d.appendChild(el("summary", null, title));
-    d.buildNow = () => { if (!d.built) { d.built = true; build(d); } };
+    d.buildNow = () => { if (!d.built) { d.built = true; build(d); d.dataset.built = "1"; } };
     d.addEventListener("toggle", () => { if (d.open) d.buildNow(); });
     return d;
   }
