@@ -111,6 +111,8 @@ def caption(
     score_mode: Optional[str] = typer.Option(None, help="prob (paper), logprob or logit."),
     preset: Optional[str] = typer.Option(None, help="Prompt preset name or folder."),
     tagger: Optional[str] = typer.Option(None, help="POS tagger: auto, lexicon, or a spaCy model name."),
+    tagger_workers: Optional[int] = typer.Option(None, help="Processes that run a spaCy tagger, batched across "
+                                                 "images (default: one per core, at most 4; 0 = one thread here)."),
     concurrency: int = typer.Option(8, help="Images in flight at once (per actor with --ray)."),
     store_tokens: bool = typer.Option(False, help="Keep token-level scores in the trace."),
     set_: list[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (e.g. max_tokens_caption=256)."),
@@ -180,7 +182,7 @@ def caption(
             try:
                 from .pipeline import ScaleCap
 
-                sc = ScaleCap(**roles, settings=settings)
+                sc = ScaleCap(**roles, settings=settings, tagger_workers=tagger_workers)
             except (ValueError, OSError, RuntimeError) as exc:
                 _fail(_describe(exc))
             summary = _run_with_progress(sc, job, progress)
