@@ -49,11 +49,11 @@ from .io.journal import (
     compact,
     read_journal,
 )
-from .io.sinks import Sink, SinkError, open_sink
-from .io.sources import IMAGE_SUFFIXES, Source, SourceOptions, local_path, open_source
+from .io.sinks import Sink, SinkError, SinkItemError, open_sink
+from .io.sources import IMAGE_SUFFIXES, FailLoader, Source, SourceOptions, local_path, open_source
 from .pricing import Prices
 from .progress import JobProgress, Usage
-from .records import CaptionResult
+from .records import CaptionResult, error_line, escape_surrogates, has_surrogates, serialisable
 
 __all__ = ["CaptionJob", "JobSummary", "Worker", "run_job", "iter_image_files", "read_done_ids", "in_shard",
            "in_scope_items",
@@ -162,10 +162,16 @@ class Worker:
             return self._failed(item, str(exc), exc.kind, t0)
         except OSError as exc:
             return self._failed(item, f"cannot read {item.source}: {exc}", "unreadable", t0)
+        except Exception as exc:  # noqa: BLE001 - a loader or filter bug is this item's failure, not the run's
+            return self._failed(item, error_line(exc), "internal", t0)
         meta = dict(item.meta)
         if measured:
             meta["prefilter"] = measured
-        result = await self.captioner.caption_item(ImageItem(id=item.id, source=item.source, data=data, meta=meta))
+        try:
+            result = await self.captioner.caption_item(ImageItem(id=item.id, source=item.source, data=data,
+                                                                 meta=meta))
+        except Exception as exc:  # noqa: BLE001 - a captioner should return a failed record; one that raises
+            return self._failed(item, error_line(exc), "internal", t0)
         if self.keep_bytes and result.status == "ok":
             self.stash[result.id] = data
         return result
@@ -210,6 +216,7 @@ def in_scope_items(source: Iterable[ImageItem], job: CaptionJob, summary: JobSum
             break
         in_scope += 1
         summary.total += 1
+        item = _valid_name(item)
         if item.id in seen:
             summary.duplicates += 1
             if len(summary.duplicate_examples) < 20:
@@ -217,6 +224,21 @@ def in_scope_items(source: Iterable[ImageItem], job: CaptionJob, summary: JobSum
             continue
         seen.add(item.id)
         yield item
+
+
+def _valid_name(item: ImageItem) -> ImageItem:
+    """An item whose id is not valid Unicode (a non-UTF-8 file or tar member name, a lone
+    ``\\udXXX`` in a manifest) becomes a ``bad_name`` failure under its escaped id.
+
+    The escaped id is the same on every run, so resume finds the record; the models never see
+    the item, because an id that cannot be written cannot be joined back to its image reliably.
+    """
+    if not has_surrogates(item.id):
+        return item
+    shown = escape_surrogates(item.id)
+    return ImageItem(id=shown, source=escape_surrogates(item.source), meta=item.meta, loader=FailLoader(
+        "bad_name", f"the name {shown!r} is not valid UTF-8 (undecodable bytes shown as \\xNN); "
+                    "rename it to caption it"))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -276,6 +298,7 @@ def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult]
     journal = Journal(sink.journal_path).open()
     worker = Worker(captioner, job.filters, keep_bytes=sink.needs_bytes)
     inflight: dict[str, ImageItem] = {}
+    sink_failures: list[str] = []  # ids whose final record the sink refused (superseded by a failed one)
     total = None
     if job.shard is None:
         total = source.count()
@@ -284,16 +307,34 @@ def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult]
     progress.start(total)
     t0 = time.perf_counter()
 
+    def write(result: CaptionResult, data: bytes | None, item: ImageItem | None) -> CaptionResult:
+        """Into the sink after the journal; a record the sink refuses becomes a ``sink`` failure
+        (appended to the journal, so the next run retries it instead of replaying it again)."""
+        try:
+            sink.write(result, data, item)
+            return result
+        except SinkItemError as exc:
+            failed = result.model_copy(update={"status": "failed", "error": str(exc), "error_kind": "sink"})
+            journal.append(failed)
+            sink_failures.append(failed.id)
+            return failed
+
     def replay(record_id: str, item: ImageItem | None) -> None:
         record = journal.read_at(state.replay.pop(record_id))
         data = None
         if sink.needs_bytes and item is not None:
             try:
                 data = item.read_bytes()
-            except (ImageError, OSError):
+            except Exception:  # noqa: BLE001 - the record is replayed without its image (counted by the sink)
                 data = None
-        sink.write(record, data, item)
-        summary.replayed += 1
+        written = write(record, data, item)
+        if written.status == "failed":  # counted in the output already: it changes status, spends nothing
+            summary.output_counts[record.status] -= 1
+            summary.output_counts["failed"] += 1
+            summary.failed += 1
+            summary.failures["sink"] += 1
+        else:
+            summary.replayed += 1
 
     def pending() -> Iterator[ImageItem]:
         for item in in_scope_items(source, job, summary):
@@ -308,9 +349,10 @@ def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult]
 
     async def main() -> None:
         async for result in Engine(worker, job.concurrency).run(pending()):
+            result = serialisable(result)
             journal.append(result)
             item = inflight.pop(result.id, None)
-            sink.write(result, worker.stash.pop(result.id, None), item)
+            result = write(result, worker.stash.pop(result.id, None), item)
             count_result(summary, result, failed_before)
             progress.result(result)
             if on_result:
@@ -325,7 +367,7 @@ def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult]
         sink.close()
         progress.finish()
     summary.source_errors = [str(e) for e in source.errors]
-    if state.superseded or summary.retried:
+    if state.superseded or summary.retried or sink_failures:
         compact(sink.journal_path)
     summary.seconds = time.perf_counter() - t0
     summary.summary_path = sink.summary_path

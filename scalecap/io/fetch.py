@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 from ..images import ImageError
+from ..records import escape_surrogates, has_surrogates
 
 #: Content types accepted before the magic-bytes check.
 _GENERIC_TYPES = {"application/octet-stream", "binary/octet-stream", "application/binary", ""}
@@ -87,7 +88,8 @@ def fetch(url: str, config: FetchConfig = FetchConfig()) -> bytes:
     import httpx
 
     if not url.lower().startswith(("http://", "https://")):
-        raise ImageError("bad_url", f"only http(s) URLs can be fetched: {url!r}")
+        raise ImageError("bad_url", f"only http(s) URLs can be fetched: {_show(url)!r}")
+    check_url(url)
     last: ImageError | None = None
     for attempt in range(config.retries + 1):
         if attempt:
@@ -99,13 +101,40 @@ def fetch(url: str, config: FetchConfig = FetchConfig()) -> bytes:
             if not getattr(exc, "retryable", False):
                 raise
         except httpx.TimeoutException as exc:
-            last = ImageError("timeout", f"{url}: timed out ({type(exc).__name__})")
+            last = ImageError("timeout", f"{_show(url)}: timed out ({type(exc).__name__})")
+        except httpx.InvalidURL as exc:  # e.g. a redirect to a malformed location
+            raise ImageError("bad_url", f"{_show(url)}: {_show(str(exc))}") from None
         except httpx.ConnectError as exc:
-            last = ImageError("connection", f"{url}: cannot connect ({exc})")
+            last = ImageError("connection", f"{_show(url)}: cannot connect ({exc})")
         except (httpx.HTTPError, OSError) as exc:
-            last = ImageError("http_error", f"{url}: {type(exc).__name__}: {exc}")
+            last = ImageError("http_error", f"{_show(url)}: {type(exc).__name__}: {exc}")
     assert last is not None
     raise last
+
+
+#: Longest URL shown in a message (a manifest may hold a 64 KiB one).
+_SHOWN = 200
+
+
+def _show(text: str) -> str:
+    text = escape_surrogates(text)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + f"... ({len(text)} chars)"
+
+
+def check_url(url: str) -> None:
+    """Refuse a URL that cannot be requested (bad port, bad IPv4 address, control characters, too
+    long, not valid Unicode) as ``bad_url``: httpx raises ``InvalidURL`` for these, which is not an
+    ``HTTPError`` and so would escape every per-item handler."""
+    import httpx
+
+    if has_surrogates(url):
+        raise ImageError("bad_url", f"{_show(url)}: not valid Unicode")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
+        raise ImageError("bad_url", f"malformed URL {_show(url)!r}: {_show(str(exc))}") from None
+    if not parsed.host:
+        raise ImageError("bad_url", f"malformed URL {_show(url)!r}: no host")
 
 
 def _fetch_once(url: str, config: FetchConfig) -> bytes:
@@ -113,25 +142,25 @@ def _fetch_once(url: str, config: FetchConfig) -> bytes:
     with _client(config).stream("GET", url) as response:
         status = response.status_code
         if status != 200:
-            err = ImageError(f"http_{status}", f"{url}: HTTP {status} {response.reason_phrase}")
+            err = ImageError(f"http_{status}", f"{_show(url)}: HTTP {status} {response.reason_phrase}")
             err.retryable = status == 429 or status >= 500  # type: ignore[attr-defined]
             raise err
         ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if not (ctype.startswith("image/") or ctype in _GENERIC_TYPES):
-            raise ImageError("bad_content_type", f"{url}: content-type {ctype!r} is not an image")
+            raise ImageError("bad_content_type", f"{_show(url)}: content-type {ctype!r} is not an image")
         length = response.headers.get("content-length")
         if length and length.isdigit() and int(length) > config.max_bytes:
-            raise ImageError("too_large", f"{url}: {int(length)} bytes exceeds the limit of {config.max_bytes}")
+            raise ImageError("too_large", f"{_show(url)}: {int(length)} bytes exceeds the limit of {config.max_bytes}")
         buf = bytearray()
         for chunk in response.iter_bytes():
             buf += chunk
             if len(buf) > config.max_bytes:
-                raise ImageError("too_large", f"{url}: more than {config.max_bytes} bytes (download abandoned)")
+                raise ImageError("too_large", f"{_show(url)}: more than {config.max_bytes} bytes (download abandoned)")
             if time.monotonic() > deadline:
-                raise ImageError("timeout", f"{url}: download took longer than {config.total_timeout}s")
+                raise ImageError("timeout", f"{_show(url)}: download took longer than {config.total_timeout}s")
     data = bytes(buf)
     if sniff_image_format(data) is None:
-        raise ImageError("not_an_image", f"{url}: the body is not a known image format "
+        raise ImageError("not_an_image", f"{_show(url)}: the body is not a known image format "
                                          f"(content-type {ctype!r}, {len(data)} bytes)")
     return data
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..images import ImageItem
-from ..records import CaptionResult
+from ..records import CaptionResult, error_line, escape_surrogates
 from .fetch import sniff_image_format
 from .journal import atomic_write_bytes, fsync_dir
 from .sources import local_path
@@ -53,6 +53,12 @@ SIDECAR_POLICIES = ("skip", "overwrite", "append")
 
 class SinkError(RuntimeError):
     """The output cannot be written as asked (a refusal before anything is written)."""
+
+
+class SinkItemError(RuntimeError):
+    """One record could not be written into the sink (a sidecar beside an image in a read-only
+    folder, an existing sidecar that is not UTF-8): that item's failure (``error_kind="sink"``),
+    not the run's."""
 
 
 class Sink:
@@ -153,7 +159,12 @@ class SidecarSink(Sink):
         if image is None:
             self.stats["sidecars_not_local"] += 1
         else:
-            self._write_txt(image.with_suffix(".txt"), record.final_caption or "")
+            txt = image.with_suffix(".txt")
+            try:
+                self._write_txt(txt, record.final_caption or "")
+            except (OSError, UnicodeError) as exc:
+                raise SinkItemError(f"cannot write the sidecar {escape_surrogates(str(txt))}: "
+                                    f"{escape_surrogates(error_line(exc))}") from None
         assert self._f is not None
         self._f.write((json.dumps(record.id, ensure_ascii=False) + "\n").encode("utf-8"))
 
