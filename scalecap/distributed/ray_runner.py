@@ -42,7 +42,7 @@ from ..io.journal import FingerprintMismatch, atomic_write_bytes, fsync_dir, ite
 from ..io.sources import FailLoader, FileLoader
 from ..pricing import Prices
 from ..progress import JobProgress
-from ..records import CaptionResult
+from ..records import CaptionResult, serialisable
 from ..run import JobSummary, Worker, count_result, fingerprint_id, in_scope_items, summary_dict
 
 SHARD_GLOB = "part-*.jsonl"
@@ -184,7 +184,7 @@ class _CaptionActor:
         async def collect() -> list[CaptionResult]:
             return [r async for r in Engine(self.worker, self.concurrency).run(items)]
 
-        results = sorted(self.loop.run_until_complete(collect()), key=lambda r: r.id)
+        results = sorted((serialisable(r) for r in self.loop.run_until_complete(collect())), key=lambda r: r.id)
         name = _shard_name(self.run_tag, [r.id for r in results])
         payload = "".join(r.to_json() + "\n" for r in results).encode("utf-8")
         atomic_write_bytes(self.output_dir / name, payload)
