@@ -145,6 +145,7 @@ def caption(
     from .filters import build_filters
     from .io import (FetchConfig, FingerprintMismatch, JournalError, SinkError, SourceOptions, SourceSpecError,
                      open_sink, open_source)
+    from .io.lock import LOCK_NAME, OutputLock, OutputLocked
     from .pricing import Prices
     from .run import CaptionJob, parse_shard
 
@@ -159,7 +160,9 @@ def caption(
                             read_timeout=download_timeout)
         source = open_source(inputs, input_format, SourceOptions(id_column, image_column, fetch))
         if not ray:  # refuse a bad output before loading any model
-            open_sink(output_format, output, shard_size=shard_size, sidecar_policy=sidecar_policy)
+            sink = open_sink(output_format, output, shard_size=shard_size, sidecar_policy=sidecar_policy)
+        # refuse an output another run is writing before loading any model (the run locks it for real)
+        OutputLock(output / LOCK_NAME if ray else sink.lock_path, output).probe()
         job = CaptionJob(inputs=inputs, output=output, concurrency=concurrency, resume=not overwrite,
                          format=output_format, input_format=input_format, id_column=id_column,
                          image_column=image_column, shard_size=shard_size, sidecar_policy=sidecar_policy,
@@ -168,6 +171,8 @@ def caption(
                          filters=build_filters(min_short_edge, complexity, complexity_scorer, settings.max_pixels),
                          prices=Prices.parse(price), fetch=fetch, source=source)
         output.parent.mkdir(parents=True, exist_ok=True)  # refuse an unwritable output before loading models
+    except OutputLocked as exc:
+        _fail(str(exc))
     except (ValueError, OSError, SourceSpecError, SinkError, ImportError) as exc:
         _fail(_describe(exc))
     try:
@@ -181,6 +186,8 @@ def caption(
             except (ValueError, OSError, RuntimeError) as exc:
                 _fail(_describe(exc))
             summary = _run_with_progress(sc, job, progress)
+    except OutputLocked as exc:
+        _fail(str(exc))
     except (FingerprintMismatch, JournalError, SinkError, SourceSpecError, OSError) as exc:
         _fail(f"{exc} (finished records are kept; run the same command again to resume)")
     _print_summary(summary, output)

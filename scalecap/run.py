@@ -49,6 +49,7 @@ from .io.journal import (
     compact,
     read_journal,
 )
+from .io.lock import OutputLock
 from .io.sinks import Sink, SinkError, SinkItemError, open_sink
 from .io.sources import IMAGE_SUFFIXES, FailLoader, Source, SourceOptions, local_path, open_source
 from .pricing import Prices
@@ -281,6 +282,12 @@ def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult]
     if sink.format == "sidecar" and not source.may_have_local_files:
         raise SinkError("sidecar captions are written beside local image files; this input has none "
                         "(use --format jsonl, parquet or wds)")
+    with OutputLock(sink.lock_path, job.output):  # one writer per output, before anything is read or deleted
+        return _run_locked(captioner, job, source, sink, summary, progress, on_result)
+
+
+def _run_locked(captioner: Any, job: CaptionJob, source: Source, sink: Sink, summary: JobSummary,
+                progress: JobProgress, on_result: Callable[[CaptionResult], None] | None) -> JobSummary:
     if not job.resume:
         sink.reset()
     committed = sink.open()

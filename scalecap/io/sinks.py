@@ -45,6 +45,7 @@ from ..images import ImageItem
 from ..records import CaptionResult, error_line, escape_surrogates
 from .fetch import sniff_image_format
 from .journal import atomic_write_bytes, fsync_dir
+from .lock import LOCK_NAME
 from .sources import local_path
 
 SINK_FORMATS = ("jsonl", "parquet", "wds", "sidecar")
@@ -80,6 +81,11 @@ class Sink:
     def summary_path(self) -> Path:
         o = self.output
         return o.with_name(o.stem + ".summary.json") if o.suffix else o.with_name(o.name + ".summary.json")
+
+    @property
+    def lock_path(self) -> Path:
+        """The file a run locks for its whole length (``scalecap.io.lock``)."""
+        return self.output.with_name(self.output.name + ".lock")
 
     def accepts(self, status: str) -> bool:
         return False
@@ -219,6 +225,10 @@ class _ShardedSink(Sink):
     @property
     def summary_path(self) -> Path:
         return self.output / "summary.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.output / LOCK_NAME
 
     @property
     def index_path(self) -> Path:
