@@ -51,7 +51,6 @@ from ..progress import JobProgress
 from ..records import CaptionResult, serialisable
 from ..run import JobSummary, Worker, count_result, fingerprint_id, in_scope_items, summary_dict
 
-SHARD_GLOB = "part-*.jsonl"
 #: The shards this runner writes: ``part-<YYYYmmddHHMMSS>-<6 hex>-<16 hex>.jsonl`` (run tag, then a
 #: hash of the ids). Only files with such names are read, tidied or deleted: the name is the
 #: ownership mark, so a foreign ``part-00000.jsonl`` in the folder is never touched.

@@ -84,6 +84,9 @@ def test_parquet_shards_commit_atomically_and_orphans_are_redone(small_folder, t
     index = out / "_shards.jsonl"
     entries = index.read_text().splitlines()
     index.write_text(entries[0] + "\n" + entries[1][:10])  # and a torn index line
+    # and a kill while the next shard was being written: its name was recorded as ours first
+    with (out / "_owned.jsonl").open("a") as f:
+        f.write('{"file": "part-00002.parquet"}\n')
     (out / "part-00002.parquet.tmp").write_bytes(b"half a shard")
     s = run_job(fake, job(small_folder, out, format="parquet", shard_size=4))
     assert s.replayed == 1 and s.ok == 1
