@@ -303,6 +303,7 @@ def _run_locked(captioner: Any, job: CaptionJob, source: Source, sink: Sink, sum
     failed_before = state.failed_usage
 
     journal = Journal(sink.journal_path).open()
+    sink.before_commit = journal.sync  # the journal is durable before any sink commit (power-cut order)
     worker = Worker(captioner, job.filters, keep_bytes=sink.needs_bytes)
     inflight: dict[str, ImageItem] = {}
     sink_failures: list[str] = []  # ids whose final record the sink refused (superseded by a failed one)

@@ -46,6 +46,7 @@ import os
 import re
 import tarfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from ..images import ImageItem
@@ -81,6 +82,9 @@ class Sink:
     def __init__(self, output: Path) -> None:
         self.output = Path(output)
         self.stats: dict[str, int] = {}
+        #: Called before the sink commits anything durably: the runner sets it to the journal's
+        #: ``sync``, so the sink never durably holds a record the journal could lose in a power cut.
+        self.before_commit: Callable[[], None] = lambda: None
 
     @property
     def journal_path(self) -> Path:
@@ -175,6 +179,7 @@ class SidecarSink(Sink):
             self.stats["sidecars_not_local"] += 1
         else:
             txt = image.with_suffix(".txt")
+            self.before_commit()
             try:
                 self._write_txt(txt, record.final_caption or "")
             except (OSError, UnicodeError) as exc:
@@ -331,6 +336,7 @@ class _ShardedSink(Sink):
         return self.output / (self._name() + ".tmp")
 
     def _commit(self) -> None:
+        self.before_commit()
         tmp, final = self._tmp_path(), self.output / self._name()
         self._finish(tmp)
         os.replace(tmp, final)
