@@ -133,6 +133,9 @@ def caption(
                                     "tokens (e.g. writer=0.5:1.5). Repeatable."),
     max_download_mb: float = typer.Option(32.0, help="URL sources: refuse bodies larger than this."),
     download_timeout: float = typer.Option(30.0, help="URL sources: connect/read timeout in seconds."),
+    stop_after: int = typer.Option(20, help="Stop the run (exit code 3, finished records kept) after N images in a "
+                                   "row fail because the model server is unreachable, refuses the API key or "
+                                   "does not serve the model (0: never)."),
     ray: bool = typer.Option(False, "--ray", help="Run on a Ray cluster: one pipeline per actor."),
     ray_address: str = typer.Option("local", help="--ray: 'local' (start one here), 'auto' or a cluster address."),
     num_actors: int = typer.Option(2, help="--ray: actors, each with its own models."),
@@ -169,7 +172,7 @@ def caption(
                          retry_failed=retry_failed, allow_mixed_fingerprints=allow_mixed_fingerprints, limit=limit,
                          shard=parse_shard(shard) if shard else None,
                          filters=build_filters(min_short_edge, complexity, complexity_scorer, settings.max_pixels),
-                         prices=Prices.parse(price), fetch=fetch, source=source)
+                         prices=Prices.parse(price), fetch=fetch, source=source, stop_after=stop_after)
         output.parent.mkdir(parents=True, exist_ok=True)  # refuse an unwritable output before loading models
     except OutputLocked as exc:
         _fail(str(exc))
@@ -227,6 +230,8 @@ def _print_summary(summary, output: Path) -> None:
     console.print(f"[bold]{summary.processed}[/] processed ([green]{summary.ok} ok[/], [red]{summary.failed} failed[/], "
                   f"{summary.filtered} filtered), {summary.skipped} already done, in {summary.seconds:.1f}s "
                   f"({rate:.2f} images/s) -> {output}")
+    if summary.stopped:
+        console.print(f"  [bold red]{escape(summary.stopped)}[/]")
     if summary.retried:
         console.print(f"  retried {summary.retried} images that had failed before")
     for kind, n in sorted(summary.failures.items()):

@@ -38,6 +38,7 @@ from typing import Any
 
 from . import __version__
 from ._sync import run_sync
+from .breaker import DEFAULT_THRESHOLD, Breaker
 from .engine import Engine
 from .filters import FilterSet, Probe, Rejection
 from .images import DEFAULT_MAX_PIXELS, ImageError, ImageItem
@@ -82,6 +83,8 @@ class CaptionJob:
     fetch: FetchConfig = field(default_factory=FetchConfig)
     #: Use this source instead of opening ``inputs`` (Python API: any ``Source``).
     source: Source | None = None
+    #: Stop after this many images in a row fail because of the model server (0: never; ``Breaker``).
+    stop_after: int = DEFAULT_THRESHOLD
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -112,6 +115,7 @@ class JobSummary:
     output_counts: Counter = field(default_factory=Counter)
     output_usage: Usage = field(default_factory=Usage)
     summary_path: Path | None = None
+    stopped: str | None = None  # why the circuit breaker stopped the run (exit code 3)
 
     @property
     def processed(self) -> int:
@@ -119,6 +123,8 @@ class JobSummary:
 
     @property
     def exit_code(self) -> int:
+        if self.stopped:
+            return 3
         return 1 if (self.failed or self.duplicates or self.source_errors) else 0
 
 
@@ -355,8 +361,17 @@ def _run_locked(captioner: Any, job: CaptionJob, source: Source, sink: Sink, sum
             inflight[item.id] = item
             yield item
 
+    breaker = Breaker(job.stop_after)
+
     async def main() -> None:
-        async for result in Engine(worker, job.concurrency).run(pending()):
+        results = Engine(worker, job.concurrency).run(pending())
+        try:
+            await consume(results)
+        finally:
+            await results.aclose()  # a stop: cancel what is in flight (no record: the next run does it)
+
+    async def consume(results) -> None:
+        async for result in results:
             result = serialisable(result)
             journal.append(result)
             item = inflight.pop(result.id, None)
@@ -365,11 +380,15 @@ def _run_locked(captioner: Any, job: CaptionJob, source: Source, sink: Sink, sum
             progress.result(result)
             if on_result:
                 on_result(result)
+            summary.stopped = breaker.observe(result)
+            if summary.stopped:
+                return
 
     try:
         run_sync(main())
-        for record_id in list(state.replay):  # records whose image is no longer in the input
-            replay(record_id, None)
+        if not summary.stopped:
+            for record_id in list(state.replay):  # records whose image is no longer in the input
+                replay(record_id, None)
     finally:
         journal.close()
         sink.close()
@@ -436,6 +455,7 @@ def summary_dict(summary: JobSummary, job: CaptionJob | None, sink_info: dict[st
             "by_status": {k: v for k, v in sorted(summary.output_counts.items()) if v > 0},
             "usage": summary.output_usage.report(job.prices if job else None),
         },
+        "stopped": summary.stopped,
         "exit_code": summary.exit_code,
     }
 
