@@ -133,6 +133,8 @@ def caption(
                                     "tokens (e.g. writer=0.5:1.5). Repeatable."),
     max_download_mb: float = typer.Option(32.0, help="URL sources: refuse bodies larger than this."),
     download_timeout: float = typer.Option(30.0, help="URL sources: connect/read timeout in seconds."),
+    allow_private_urls: bool = typer.Option(False, help="URL sources: fetch from loopback, private and link-local "
+                                            "addresses too (refused by default, also after redirects)."),
     stop_after: int = typer.Option(20, help="Stop the run (exit code 3, finished records kept) after N images in a "
                                    "row fail because the model server is unreachable, refuses the API key or "
                                    "does not serve the model (0: never)."),
@@ -160,7 +162,7 @@ def caption(
     try:
         settings = Settings(**settings_dict)
         fetch = FetchConfig(max_bytes=int(max_download_mb * 2**20), connect_timeout=download_timeout,
-                            read_timeout=download_timeout)
+                            read_timeout=download_timeout, allow_private_urls=allow_private_urls)
         source = open_source(inputs, input_format, SourceOptions(id_column, image_column, fetch))
         if not ray:  # refuse a bad output before loading any model
             sink = open_sink(output_format, output, shard_size=shard_size, sidecar_policy=sidecar_policy)

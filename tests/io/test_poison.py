@@ -14,6 +14,7 @@ from pathlib import Path
 from iohelpers import FakeCaptioner, jpeg_bytes, png_bytes
 
 from scalecap.filters import ComplexityRange, FilterSet
+from scalecap.io.fetch import FetchConfig
 from scalecap.records import ESCAPED_NOTE, CaptionResult, serialisable
 from scalecap.run import CaptionJob, run_job
 
@@ -90,11 +91,12 @@ def test_malformed_urls_are_bad_url_failures(http_server, tmp_path):
     listing = tmp_path / "urls.txt"
     listing.write_text("\n".join([good[0], *bad, good[1]]) + "\n", encoding="utf-8")
     out = tmp_path / "run.jsonl"
-    s = run_job(FakeCaptioner(), CaptionJob(inputs=[str(listing)], output=out))
+    local = FetchConfig(allow_private_urls=True)  # the good images are served on 127.0.0.1
+    s = run_job(FakeCaptioner(), CaptionJob(inputs=[str(listing)], output=out, fetch=local))
     assert (s.ok, s.failed, dict(s.failures)) == (2, 5, {"bad_url": 5})
     recs = by_id(out)
     assert all(len(r.error) < 1000 for r in recs.values() if r.error)  # a 64 KiB URL is not echoed whole
-    s = run_job(FakeCaptioner(), CaptionJob(inputs=[str(listing)], output=out))
+    s = run_job(FakeCaptioner(), CaptionJob(inputs=[str(listing)], output=out, fetch=local))
     assert (s.skipped, s.retried, s.failed) == (2, 5, 5) and len(by_id(out)) == 7
 
 
