@@ -217,13 +217,13 @@ def in_scope_items(source: Iterable[ImageItem], job: CaptionJob, summary: JobSum
     seen: set[str] = set()
     in_scope = 0
     for item in source:
+        item = _valid_name(item)  # before hashing the id for --shard (a lone surrogate cannot be encoded)
         if not in_shard(item.id, job.shard):
             continue
         if job.limit is not None and in_scope >= job.limit:
             break
         in_scope += 1
         summary.total += 1
-        item = _valid_name(item)
         if item.id in seen:
             summary.duplicates += 1
             if len(summary.duplicate_examples) < 20:
@@ -462,4 +462,6 @@ def summary_dict(summary: JobSummary, job: CaptionJob | None, sink_info: dict[st
 
 def write_summary(summary: JobSummary, job: CaptionJob, sink: Sink, fingerprint: str | None) -> None:
     data = summary_dict(summary, job, sink.describe(), fingerprint)
-    atomic_write_bytes(sink.summary_path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    # an input spec given as undecodable bytes: its lone surrogates are written as \udXXX, not a crash
+    atomic_write_bytes(sink.summary_path, text.encode("utf-8", "backslashreplace"))

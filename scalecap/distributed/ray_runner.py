@@ -346,7 +346,8 @@ def _caption(ds, factory, out: Path, state: ShardStoreState, summary: JobSummary
     data = summary_dict(summary, job, info, None)
     data["run"]["usage"] = summary.usage.report(prices)
     data["output"]["usage"] = None  # output-wide token totals are kept by the local journal only
-    atomic_write_bytes(summary.summary_path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    atomic_write_bytes(summary.summary_path, text.encode("utf-8", "backslashreplace"))
     return summary
 
 

@@ -53,6 +53,9 @@ def test_a_non_utf8_file_name_is_one_bad_name_failure_and_resume_retries_it(tmp_
     assert sorted(by_id(out)) == ["\\xff.jpg", "a.png", "z.jpg"]
     s = run_job(FakeCaptioner(), CaptionJob(inputs=[str(d)], output=out, retry_failed=False))
     assert (s.skipped, s.processed) == (3, 0)
+    totals = [run_job(FakeCaptioner(), CaptionJob(inputs=[str(d)], output=tmp_path / f"s{i}.jsonl", shard=(i, 2))).total
+              for i in range(2)]
+    assert sum(totals) == 3  # --shard hashes the escaped id
 
 
 def test_lone_surrogates_in_a_jsonl_manifest(tmp_path):
@@ -169,3 +172,16 @@ def test_a_sidecar_that_cannot_be_written_is_a_sink_failure_also_on_replay(tmp_p
     assert s.exit_code == 1
     assert by_id(out)["a.png"].error_kind == "sink"
     assert s.output_counts["failed"] == 1 and s.output_counts["ok"] == 3
+
+
+def test_an_input_spec_that_is_not_valid_unicode_does_not_crash_the_summary(tmp_path):
+    folder = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"f\xe9"))
+    os.mkdir(folder)
+    Path(folder, "a.png").write_bytes(png_bytes(10, 10))
+    missing = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"m\xe9.png"))
+    s = run_job(FakeCaptioner(), CaptionJob(inputs=[folder, missing], output=tmp_path / "run.jsonl"))
+    assert (s.ok, s.failed, dict(s.failures)) == (1, 1, {"bad_name": 1})  # the id is the name
+    summary = json.loads((tmp_path / "run.summary.json").read_bytes())
+    assert summary["run"]["ok"] == 1 and len(summary["inputs"]) == 2
+    rec = by_id(tmp_path / "run.jsonl")["m\\xe9.png"]  # the id was the file name: escaped
+    assert rec.error_kind == "bad_name"
