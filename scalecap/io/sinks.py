@@ -179,7 +179,6 @@ class SidecarSink(Sink):
             self.stats["sidecars_not_local"] += 1
         else:
             txt = image.with_suffix(".txt")
-            self.before_commit()
             try:
                 self._write_txt(txt, record.final_caption or "")
             except (OSError, UnicodeError) as exc:
@@ -197,9 +196,11 @@ class SidecarSink(Sink):
             old = txt.read_text(encoding="utf-8")
             if old.rstrip("\n").endswith(caption):  # a replay: this caption is already there
                 return
+            self.before_commit()
             atomic_write_bytes(txt, (old.rstrip("\n") + "\n" + caption + "\n").encode("utf-8"))
             self.stats["sidecars_appended"] += 1
             return
+        self.before_commit()
         atomic_write_bytes(txt, (caption + "\n").encode("utf-8"))
         self.stats["sidecars_written"] += 1
 
