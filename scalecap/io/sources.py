@@ -582,6 +582,9 @@ class TarSource(Source):
                 if key is not None:
                     yield self._sample(name, key, sample, problem)
                     key = None
+                damage = _end_of_archive_problem(tar)
+                if damage:
+                    self.errors.append(SourceError(shard, damage))
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             # A truncated or corrupt shard: what was read before stays; the torn sample is dropped.
             self.errors.append(SourceError(shard, f"corrupt or truncated tar ({type(exc).__name__}: {exc}); "
@@ -596,6 +599,28 @@ class TarSource(Source):
             return ImageItem(id=key, source=source, loader=FailLoader(
                 "no_image", f"sample {key!r} of {shard_name} has no image member (has: {sorted(sample)})"))
         return ImageItem(id=key, source=source, data=sample[ext])
+
+
+def _end_of_archive_problem(tar: tarfile.TarFile) -> str | None:
+    """Why the member iteration stopped early, if it did.
+
+    ``tarfile`` ends its iteration silently at a damaged header after the first one (the rest of
+    the shard unread) and at a file cut at a member boundary. A whole archive ends with zero blocks
+    (two, then padding); so after the last member the stream must hold at least one more block,
+    and only zeros."""
+    offset, seen = tar.offset, 0
+    while True:
+        chunk = tar.fileobj.read(1 << 16)
+        if not chunk:
+            break
+        seen += len(chunk)
+        if chunk.strip(b"\0"):
+            return (f"damaged tar header at byte {offset}: the members after it were not read "
+                    "(the samples before it were)")
+    if seen == 0:
+        return (f"truncated tar: no end-of-archive marker after byte {offset} "
+                "(the samples before it were read; later ones may be missing)")
+    return None
 
 
 # ---------------------------------------------------------------------------------------- urls

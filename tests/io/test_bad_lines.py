@@ -81,3 +81,44 @@ def test_a_run_over_a_manifest_with_bad_lines_finishes_and_says_so(tmp_path):
     assert (s.ok, s.failed, len(s.source_errors), s.exit_code) == (2, 0, 2, 1)
     s = run_job(FakeCaptioner(), CaptionJob(inputs=[str(m)], output=out))
     assert (s.skipped, s.processed, len(s.source_errors)) == (2, 0, 2)
+
+
+def _shard(keys: list[str]) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for k in keys:
+            data = png_bytes(8, 8)
+            info = tarfile.TarInfo(f"{k}.png")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_a_tar_shard_damaged_on_a_header_or_cut_short_is_a_source_error(tmp_path):
+    import gzip
+
+    from scalecap.io.sources import TarSource
+
+    raw = _shard(["k0", "k1", "k2", "k3"])
+    member = 512 + ((len(png_bytes(8, 8)) + 511) // 512) * 512  # header + padded data
+    (tmp_path / "good-0.tar").write_bytes(raw)
+    (tmp_path / "good-1.tar.gz").write_bytes(gzip.compress(raw))
+    damaged = bytearray(raw)
+    damaged[member + 100:member + 108] = b"garbage!"  # the header of k1
+    (tmp_path / "bad-0.tar").write_bytes(bytes(damaged))
+    (tmp_path / "bad-1.tar").write_bytes(raw[:2 * member])  # cut after k1, at a member boundary
+
+    good = TarSource(str(tmp_path / "good-{0}.tar"))
+    assert [i.id for i in good] == ["k0", "k1", "k2", "k3"] and not good.errors
+    gz = TarSource(str(tmp_path / "good-1.tar.gz"))
+    assert len(list(gz)) == 4 and not gz.errors
+    bad = TarSource(str(tmp_path / "bad-{0,1}.tar"))
+    assert [i.id for i in bad] == ["k0", "k0", "k1"]
+    errors = [str(e) for e in bad.errors]
+    assert errors[0] == f"{tmp_path / 'bad-0.tar'}: damaged tar header at byte {member}: the members after it " \
+                        "were not read (the samples before it were)"
+    assert errors[1].startswith(f"{tmp_path / 'bad-1.tar'}: truncated tar: no end-of-archive marker")
+    assert len(errors) == 2
