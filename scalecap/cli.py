@@ -138,6 +138,11 @@ def caption(
                                     "tokens (e.g. writer=0.5:1.5). Repeatable."),
     max_download_mb: float = typer.Option(32.0, help="URL sources: refuse bodies larger than this."),
     download_timeout: float = typer.Option(30.0, help="URL sources: connect/read timeout in seconds."),
+    allow_private_urls: bool = typer.Option(False, help="URL sources: fetch from loopback, private and link-local "
+                                            "addresses too (refused by default, also after redirects)."),
+    stop_after: int = typer.Option(20, help="Stop the run (exit code 3, finished records kept) after N images in a "
+                                   "row fail because the model server is unreachable, refuses the API key or "
+                                   "does not serve the model (0: never)."),
     ray: bool = typer.Option(False, "--ray", help="Run on a Ray cluster: one pipeline per actor."),
     ray_address: str = typer.Option("local", help="--ray: 'local' (start one here), 'auto' or a cluster address."),
     num_actors: int = typer.Option(2, help="--ray: actors, each with its own models."),
@@ -150,6 +155,7 @@ def caption(
     from .filters import build_filters
     from .io import (FetchConfig, FingerprintMismatch, JournalError, SinkError, SourceOptions, SourceSpecError,
                      open_sink, open_source)
+    from .io.lock import LOCK_NAME, OutputLock, OutputLocked
     from .pricing import Prices
     from .run import CaptionJob, parse_shard
 
@@ -161,18 +167,22 @@ def caption(
     try:
         settings = Settings(**settings_dict)
         fetch = FetchConfig(max_bytes=int(max_download_mb * 2**20), connect_timeout=download_timeout,
-                            read_timeout=download_timeout)
+                            read_timeout=download_timeout, allow_private_urls=allow_private_urls)
         source = open_source(inputs, input_format, SourceOptions(id_column, image_column, fetch))
         if not ray:  # refuse a bad output before loading any model
-            open_sink(output_format, output, shard_size=shard_size, sidecar_policy=sidecar_policy)
+            sink = open_sink(output_format, output, shard_size=shard_size, sidecar_policy=sidecar_policy)
+        # refuse an output another run is writing before loading any model (the run locks it for real)
+        OutputLock(output / LOCK_NAME if ray else sink.lock_path, output).probe()
         job = CaptionJob(inputs=inputs, output=output, concurrency=concurrency, resume=not overwrite,
                          format=output_format, input_format=input_format, id_column=id_column,
                          image_column=image_column, shard_size=shard_size, sidecar_policy=sidecar_policy,
                          retry_failed=retry_failed, allow_mixed_fingerprints=allow_mixed_fingerprints, limit=limit,
                          shard=parse_shard(shard) if shard else None,
                          filters=build_filters(min_short_edge, complexity, complexity_scorer, settings.max_pixels),
-                         prices=Prices.parse(price), fetch=fetch, source=source)
+                         prices=Prices.parse(price), fetch=fetch, source=source, stop_after=stop_after)
         output.parent.mkdir(parents=True, exist_ok=True)  # refuse an unwritable output before loading models
+    except OutputLocked as exc:
+        _fail(str(exc))
     except (ValueError, OSError, SourceSpecError, SinkError, ImportError) as exc:
         _fail(_describe(exc))
     try:
@@ -186,6 +196,8 @@ def caption(
             except (ValueError, OSError, RuntimeError) as exc:
                 _fail(_describe(exc))
             summary = _run_with_progress(sc, job, progress)
+    except OutputLocked as exc:
+        _fail(str(exc))
     except (FingerprintMismatch, JournalError, SinkError, SourceSpecError, OSError) as exc:
         _fail(f"{exc} (finished records are kept; run the same command again to resume)")
     _print_summary(summary, output)
@@ -225,6 +237,8 @@ def _print_summary(summary, output: Path) -> None:
     console.print(f"[bold]{summary.processed}[/] processed ([green]{summary.ok} ok[/], [red]{summary.failed} failed[/], "
                   f"{summary.filtered} filtered), {summary.skipped} already done, in {summary.seconds:.1f}s "
                   f"({rate:.2f} images/s) -> {output}")
+    if summary.stopped:
+        console.print(f"  [bold red]{escape(summary.stopped)}[/]")
     if summary.retried:
         console.print(f"  retried {summary.retried} images that had failed before")
     for kind, n in sorted(summary.failures.items()):

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from .images import ImageItem
 from ._sync import run_finalized
-from .records import CaptionResult
+from .records import CaptionResult, Fingerprint, error_line
 
 
 class ItemCaptioner(Protocol):
@@ -31,9 +31,14 @@ class Engine:
         self.concurrency = concurrency
 
     async def run(self, items: Iterable[ImageItem] | AsyncIterable[ImageItem]) -> AsyncIterator[CaptionResult]:
-        """Yield one result per item, in completion order."""
+        """Yield one result per item, in completion order.
+
+        A captioner that raises for an item (it should return a failed record instead) does not end
+        the run: that item becomes a failed record with ``error_kind="internal"``. Item order is
+        deterministic, so an exception that escaped here would end every resume at the same item.
+        """
         source = _aiter(items)
-        running: set[asyncio.Task[CaptionResult]] = set()
+        running: dict[asyncio.Task[CaptionResult], ImageItem] = {}
         exhausted = False
         try:
             while True:
@@ -43,18 +48,32 @@ class Engine:
                     except StopAsyncIteration:
                         exhausted = True
                         break
-                    running.add(asyncio.create_task(self.captioner.caption_item(item)))
+                    running[asyncio.create_task(self.captioner.caption_item(item))] = item
                 if not running:
                     return
-                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                results = [self._result_of(task, running.pop(task)) for task in done]
                 # hand out in a stable order when several finish in the same turn
-                for task in sorted(done, key=lambda t: t.result().id):
-                    yield task.result()
+                for result in sorted(results, key=lambda r: r.id):
+                    yield result
         finally:
             for task in running:
                 task.cancel()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
+
+    def _result_of(self, task: asyncio.Task[CaptionResult], item: ImageItem) -> CaptionResult:
+        if task.cancelled():
+            raise asyncio.CancelledError
+        exc = task.exception()
+        if exc is None:
+            return task.result()
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not an item's problem
+            raise exc
+        fingerprint = getattr(self.captioner, "fingerprint", None)
+        return CaptionResult(id=item.id, source=item.source, status="failed", error=error_line(exc),
+                             error_kind="internal", meta=dict(item.meta),
+                             fingerprint=fingerprint if isinstance(fingerprint, Fingerprint) else None)
 
     def run_sync(self, items: Iterable[ImageItem]) -> Iterator[CaptionResult]:
         """Blocking iterator over ``run`` (an event loop on a helper thread, results through a queue)."""

@@ -121,7 +121,8 @@ class ScaleCap:
         except Exception as exc:  # noqa: BLE001 - a per-image failure, recorded with the partial trace
             result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
             result.error_kind = ("capability" if isinstance(exc, CapabilityError)
-                                 else "context" if isinstance(exc, ContextOverflow) else "model")
+                                 else "context" if isinstance(exc, ContextOverflow)
+                                 else getattr(exc, "kind", None) or "model")  # backend_unreachable, ...
         result.usage = {k: v for k, v in trace.usage.items() if v.calls or v.reused}
         result.skipped = dict(trace.skipped)
         result.timings = {**trace.timings, "total": round(time.perf_counter() - t0, 4)}

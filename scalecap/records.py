@@ -8,6 +8,7 @@ records once ``timings`` is set aside (see ``CaptionResult.stable_json``).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -193,3 +194,59 @@ class CaptionResult(_Record):
     @classmethod
     def from_json(cls, line: str) -> "CaptionResult":
         return cls.model_validate_json(line)
+
+
+# ---------------------------------------------------------------------------------------- the record boundary
+#: Lone surrogates: what a non-UTF-8 file name decodes to (``surrogateescape``), or a ``\\udXXX`` JSON
+#: escape that names no character. Valid ``str`` in Python, not encodable as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+#: The note a record carries when some of its text had to be escaped (see ``serialisable``).
+ESCAPED_NOTE = ("some text of this record was not valid Unicode (a non-UTF-8 name or a lone \\udXXX escape); "
+                "it is written with \\xNN (an undecodable byte) or \\uXXXX escapes")
+
+
+def has_surrogates(text: str) -> bool:
+    return _SURROGATE.search(text) is not None
+
+
+def _escape_char(m: re.Match) -> str:
+    c = ord(m.group())
+    return f"\\x{c - 0xdc00:02x}" if 0xdc80 <= c <= 0xdcff else f"\\u{c:04x}"
+
+
+def escape_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate written as ``\\xNN`` (the undecodable byte of a file name)
+    or ``\\uXXXX``: always encodable, and the same string every time (ids stay stable)."""
+    return _SURROGATE.sub(_escape_char, text) if _SURROGATE.search(text) else text
+
+
+def _escape_tree(value: Any) -> Any:
+    if isinstance(value, str):
+        return escape_surrogates(value)
+    if isinstance(value, dict):
+        return {_escape_tree(k): _escape_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escape_tree(v) for v in value]
+    return value
+
+
+def serialisable(record: CaptionResult) -> CaptionResult:
+    """``record`` if it serialises, else a copy with its lone surrogates escaped and a note saying so.
+
+    Called on every record before it is written: a record that cannot be written after the models
+    ran would end the run (and every resume, at the same item) instead of being one line.
+    """
+    try:
+        record.to_json()
+        return record
+    except ValueError:  # pydantic's PydanticSerializationError: 'surrogates not allowed'
+        clean = CaptionResult.model_validate(_escape_tree(record.model_dump()))
+        clean.notes.append(ESCAPED_NOTE)
+        return clean
+
+
+def error_line(exc: BaseException, limit: int = 500) -> str:
+    """An exception as one line of at most ``limit`` characters (the ``error`` of a failed record)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -38,6 +38,7 @@ from typing import Any
 
 from . import __version__
 from ._sync import run_sync
+from .breaker import DEFAULT_THRESHOLD, Breaker
 from .engine import Engine
 from .filters import FilterSet, Probe, Rejection
 from .images import DEFAULT_MAX_PIXELS, ImageError, ImageItem
@@ -49,11 +50,12 @@ from .io.journal import (
     compact,
     read_journal,
 )
-from .io.sinks import Sink, SinkError, open_sink
-from .io.sources import IMAGE_SUFFIXES, Source, SourceOptions, local_path, open_source
+from .io.lock import OutputLock
+from .io.sinks import Sink, SinkError, SinkItemError, open_sink
+from .io.sources import IMAGE_SUFFIXES, FailLoader, Source, SourceOptions, local_path, open_source
 from .pricing import Prices
 from .progress import JobProgress, Usage
-from .records import CaptionResult
+from .records import CaptionResult, error_line, escape_surrogates, has_surrogates, serialisable
 
 __all__ = ["CaptionJob", "JobSummary", "Worker", "run_job", "iter_image_files", "read_done_ids", "in_shard",
            "in_scope_items",
@@ -81,6 +83,8 @@ class CaptionJob:
     fetch: FetchConfig = field(default_factory=FetchConfig)
     #: Use this source instead of opening ``inputs`` (Python API: any ``Source``).
     source: Source | None = None
+    #: Stop after this many images in a row fail because of the model server (0: never; ``Breaker``).
+    stop_after: int = DEFAULT_THRESHOLD
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -111,6 +115,7 @@ class JobSummary:
     output_counts: Counter = field(default_factory=Counter)
     output_usage: Usage = field(default_factory=Usage)
     summary_path: Path | None = None
+    stopped: str | None = None  # why the circuit breaker stopped the run (exit code 3)
 
     @property
     def processed(self) -> int:
@@ -118,6 +123,8 @@ class JobSummary:
 
     @property
     def exit_code(self) -> int:
+        if self.stopped:
+            return 3
         return 1 if (self.failed or self.duplicates or self.source_errors) else 0
 
 
@@ -162,10 +169,16 @@ class Worker:
             return self._failed(item, str(exc), exc.kind, t0)
         except OSError as exc:
             return self._failed(item, f"cannot read {item.source}: {exc}", "unreadable", t0)
+        except Exception as exc:  # noqa: BLE001 - a loader or filter bug is this item's failure, not the run's
+            return self._failed(item, error_line(exc), "internal", t0)
         meta = dict(item.meta)
         if measured:
             meta["prefilter"] = measured
-        result = await self.captioner.caption_item(ImageItem(id=item.id, source=item.source, data=data, meta=meta))
+        try:
+            result = await self.captioner.caption_item(ImageItem(id=item.id, source=item.source, data=data,
+                                                                 meta=meta))
+        except Exception as exc:  # noqa: BLE001 - a captioner should return a failed record; one that raises
+            return self._failed(item, error_line(exc), "internal", t0)
         if self.keep_bytes and result.status == "ok":
             self.stash[result.id] = data
         return result
@@ -204,6 +217,7 @@ def in_scope_items(source: Iterable[ImageItem], job: CaptionJob, summary: JobSum
     seen: set[str] = set()
     in_scope = 0
     for item in source:
+        item = _valid_name(item)  # before hashing the id for --shard (a lone surrogate cannot be encoded)
         if not in_shard(item.id, job.shard):
             continue
         if job.limit is not None and in_scope >= job.limit:
@@ -217,6 +231,21 @@ def in_scope_items(source: Iterable[ImageItem], job: CaptionJob, summary: JobSum
             continue
         seen.add(item.id)
         yield item
+
+
+def _valid_name(item: ImageItem) -> ImageItem:
+    """An item whose id is not valid Unicode (a non-UTF-8 file or tar member name, a lone
+    ``\\udXXX`` in a manifest) becomes a ``bad_name`` failure under its escaped id.
+
+    The escaped id is the same on every run, so resume finds the record; the models never see
+    the item, because an id that cannot be written cannot be joined back to its image reliably.
+    """
+    if not has_surrogates(item.id):
+        return item
+    shown = escape_surrogates(item.id)
+    return ImageItem(id=shown, source=escape_surrogates(item.source), meta=item.meta, loader=FailLoader(
+        "bad_name", f"the name {shown!r} is not valid UTF-8 (undecodable bytes shown as \\xNN); "
+                    "rename it to caption it"))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -259,6 +288,12 @@ def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult]
     if sink.format == "sidecar" and not source.may_have_local_files:
         raise SinkError("sidecar captions are written beside local image files; this input has none "
                         "(use --format jsonl, parquet or wds)")
+    with OutputLock(sink.lock_path, job.output):  # one writer per output, before anything is read or deleted
+        return _run_locked(captioner, job, source, sink, summary, progress, on_result)
+
+
+def _run_locked(captioner: Any, job: CaptionJob, source: Source, sink: Sink, summary: JobSummary,
+                progress: JobProgress, on_result: Callable[[CaptionResult], None] | None) -> JobSummary:
     if not job.resume:
         sink.reset()
     committed = sink.open()
@@ -274,8 +309,10 @@ def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult]
     failed_before = state.failed_usage
 
     journal = Journal(sink.journal_path).open()
+    sink.before_commit = journal.sync  # the journal is durable before any sink commit (power-cut order)
     worker = Worker(captioner, job.filters, keep_bytes=sink.needs_bytes)
     inflight: dict[str, ImageItem] = {}
+    sink_failures: list[str] = []  # ids whose final record the sink refused (superseded by a failed one)
     total = None
     if job.shard is None:
         total = source.count()
@@ -284,16 +321,34 @@ def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult]
     progress.start(total)
     t0 = time.perf_counter()
 
+    def write(result: CaptionResult, data: bytes | None, item: ImageItem | None) -> CaptionResult:
+        """Into the sink after the journal; a record the sink refuses becomes a ``sink`` failure
+        (appended to the journal, so the next run retries it instead of replaying it again)."""
+        try:
+            sink.write(result, data, item)
+            return result
+        except SinkItemError as exc:
+            failed = result.model_copy(update={"status": "failed", "error": str(exc), "error_kind": "sink"})
+            journal.append(failed)
+            sink_failures.append(failed.id)
+            return failed
+
     def replay(record_id: str, item: ImageItem | None) -> None:
         record = journal.read_at(state.replay.pop(record_id))
         data = None
         if sink.needs_bytes and item is not None:
             try:
                 data = item.read_bytes()
-            except (ImageError, OSError):
+            except Exception:  # noqa: BLE001 - the record is replayed without its image (counted by the sink)
                 data = None
-        sink.write(record, data, item)
-        summary.replayed += 1
+        written = write(record, data, item)
+        if written.status == "failed":  # counted in the output already: it changes status, spends nothing
+            summary.output_counts[record.status] -= 1
+            summary.output_counts["failed"] += 1
+            summary.failed += 1
+            summary.failures["sink"] += 1
+        else:
+            summary.replayed += 1
 
     def pending() -> Iterator[ImageItem]:
         for item in in_scope_items(source, job, summary):
@@ -306,26 +361,40 @@ def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult]
             inflight[item.id] = item
             yield item
 
+    breaker = Breaker(job.stop_after)
+
     async def main() -> None:
-        async for result in Engine(worker, job.concurrency).run(pending()):
+        results = Engine(worker, job.concurrency).run(pending())
+        try:
+            await consume(results)
+        finally:
+            await results.aclose()  # a stop: cancel what is in flight (no record: the next run does it)
+
+    async def consume(results) -> None:
+        async for result in results:
+            result = serialisable(result)
             journal.append(result)
             item = inflight.pop(result.id, None)
-            sink.write(result, worker.stash.pop(result.id, None), item)
+            result = write(result, worker.stash.pop(result.id, None), item)
             count_result(summary, result, failed_before)
             progress.result(result)
             if on_result:
                 on_result(result)
+            summary.stopped = breaker.observe(result)
+            if summary.stopped:
+                return
 
     try:
         run_sync(main())
-        for record_id in list(state.replay):  # records whose image is no longer in the input
-            replay(record_id, None)
+        if not summary.stopped:
+            for record_id in list(state.replay):  # records whose image is no longer in the input
+                replay(record_id, None)
     finally:
         journal.close()
         sink.close()
         progress.finish()
     summary.source_errors = [str(e) for e in source.errors]
-    if state.superseded or summary.retried:
+    if state.superseded or summary.retried or sink_failures:
         compact(sink.journal_path)
     summary.seconds = time.perf_counter() - t0
     summary.summary_path = sink.summary_path
@@ -386,10 +455,13 @@ def summary_dict(summary: JobSummary, job: CaptionJob | None, sink_info: dict[st
             "by_status": {k: v for k, v in sorted(summary.output_counts.items()) if v > 0},
             "usage": summary.output_usage.report(job.prices if job else None),
         },
+        "stopped": summary.stopped,
         "exit_code": summary.exit_code,
     }
 
 
 def write_summary(summary: JobSummary, job: CaptionJob, sink: Sink, fingerprint: str | None) -> None:
     data = summary_dict(summary, job, sink.describe(), fingerprint)
-    atomic_write_bytes(sink.summary_path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    # an input spec given as undecodable bytes: its lone surrogates are written as \udXXX, not a crash
+    atomic_write_bytes(sink.summary_path, text.encode("utf-8", "backslashreplace"))

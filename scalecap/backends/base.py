@@ -17,7 +17,19 @@ from PIL import Image
 
 
 class BackendError(RuntimeError):
-    """A model call failed in a way the caller should record (per image), not crash on."""
+    """A model call failed in a way the caller should record (per image), not crash on.
+
+    ``kind`` (the record's ``error_kind`` when set) names failures that are the server's, not the
+    image's: ``backend_unreachable``, ``backend_auth``, ``backend_not_found``. A run stops when
+    many items in a row fail with one of them (``scalecap.run.Breaker``).
+    """
+
+    kind: str | None = None
+
+    def __init__(self, message: str = "", kind: str | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
 
 
 class CapabilityError(BackendError):

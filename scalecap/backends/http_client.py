@@ -50,7 +50,8 @@ class HTTPStatusError(BackendError):
     """A request answered with an HTTP error status that is not retried (or ran out of retries)."""
 
     def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
+        super().__init__(message, "backend_auth" if status in (401, 403)
+                         else "backend_not_found" if status == 404 else None)
         self.status = status
 
 
@@ -95,6 +96,7 @@ class JSONClient:
         attempts = self.policy.max_retries + 1 if retry else 1
         what = f"{method} {urlsplit(url).path}"
         problem, status = "no attempt made", 0
+        unreachable = False  # the last attempt could not reach the server at all (not a timeout)
         for attempt in range(attempts):
             retry_after: float | None = None
             try:
@@ -118,6 +120,8 @@ class JSONClient:
                 kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
                 problem = f"{kind}: {exc}" if str(exc) else kind
                 status = 0
+                unreachable = (isinstance(exc, aiohttp.ClientConnectionError)
+                               and not isinstance(exc, asyncio.TimeoutError))
             except aiohttp.InvalidURL as exc:
                 raise BackendError(self._redact(f"{what}: invalid URL {exc}")) from None
             if attempt + 1 < attempts:
@@ -129,7 +133,10 @@ class JSONClient:
                                                 f"{attempts - 1} in {delay:.2f}s"))
                 await asyncio.sleep(delay)
         message = self._redact(f"{what} to {self.label} failed after {attempts} attempt(s): {problem}")
-        raise HTTPStatusError(message, status) if status else BackendError(message)
+        if status:
+            raise HTTPStatusError(message, status)
+        # refused or reset on every retry: the server is down (a timeout may be this request's alone)
+        raise BackendError(message, "backend_unreachable" if unreachable else None)
 
     def _closer(self, session: aiohttp.ClientSession):
         async def close() -> None:

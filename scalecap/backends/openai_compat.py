@@ -308,7 +308,12 @@ class OpenAIBackend:
 
     def _redact(self, message: str) -> str:
         key = self._key.value
-        return message.replace(key, "***") if key else message
+        if not key:
+            return message
+        # also the escaped form a library may quote it in (repr, JSON)
+        for form in {key, repr(key)[1:-1], json.dumps(key)[1:-1]}:
+            message = message.replace(form, "***")
+        return message
 
     async def _messages(self, prompt: ChatPrompt, answer: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """The chat messages with a slot where the image goes, and the image's data URL (encoded once
@@ -561,9 +566,12 @@ def _split_base(api_base: str) -> tuple[str, str, str]:
 def _read_key(env: str | None) -> str | None:
     if not env:
         return None
-    value = os.environ.get(env)
+    value = (os.environ.get(env) or "").strip()  # a trailing newline or CR from a key file is never meant
     if not value:
         raise BackendError(f"api_key_env is {env!r}, but that environment variable is not set (or empty)")
+    if any(not c.isprintable() or c.isspace() for c in value):
+        # refused here, without the value: an HTTP library's error for a bad header quotes it escaped
+        raise BackendError(f"the API key in {env!r} holds whitespace or control characters inside it")
     return value
 
 

@@ -17,6 +17,10 @@ finished run, and a killed run resumes by skipping the ids it already holds (bef
 sent to the cluster). Runs refuse to add records of another fingerprint (checked by each actor
 before it captions anything) unless told to.
 
+Only files named like this runner's shards (``OWN_SHARD``) are read, tidied or deleted, and
+``--overwrite`` removes only those and the summary: anything else in the folder is left alone. One
+run per folder at a time: the driver holds ``OUTDIR/.scalecap.lock`` (``scalecap.io.lock``).
+
 Paths in rows must be readable from every node (a shared filesystem), and so must ``output_dir``.
 """
 
@@ -26,6 +30,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from collections import Counter
@@ -38,14 +43,26 @@ from ..engine import Engine
 from ..filters import FilterSet
 from ..images import ImageItem
 from ..io.fetch import FetchConfig, UrlLoader
+from ..io.lock import LOCK_NAME, OutputLock
 from ..io.journal import FingerprintMismatch, atomic_write_bytes, fsync_dir, iter_lines
 from ..io.sources import FailLoader, FileLoader
 from ..pricing import Prices
 from ..progress import JobProgress
-from ..records import CaptionResult
+from ..records import CaptionResult, serialisable
 from ..run import JobSummary, Worker, count_result, fingerprint_id, in_scope_items, summary_dict
 
-SHARD_GLOB = "part-*.jsonl"
+#: The shards this runner writes: ``part-<YYYYmmddHHMMSS>-<6 hex>-<16 hex>.jsonl`` (run tag, then a
+#: hash of the ids). Only files with such names are read, tidied or deleted: the name is the
+#: ownership mark, so a foreign ``part-00000.jsonl`` in the folder is never touched.
+OWN_SHARD = re.compile(r"^part-\d{14}-[0-9a-f]{6}-[0-9a-f]{16}\.jsonl$")
+
+
+def own_files(output_dir: Path) -> list[Path]:
+    """The files of ``output_dir`` this runner wrote: its shards, their ``.tmp`` and its summary."""
+    if not output_dir.is_dir():
+        return []
+    return sorted(p for p in output_dir.iterdir()
+                  if OWN_SHARD.match(p.name.removesuffix(".tmp")) or p.name in ("summary.json", "summary.json.tmp"))
 
 
 # ---------------------------------------------------------------------------------------- rows
@@ -100,10 +117,11 @@ class ShardStoreState:
 def open_shard_store(output_dir: Path, retry_failed: bool = True) -> ShardStoreState:
     """Read (and tidy) a folder of JSONL shards; see the module docstring."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    for tmp in output_dir.glob("*.tmp"):
-        tmp.unlink()
+    for tmp in own_files(output_dir):
+        if tmp.name.endswith(".tmp"):
+            tmp.unlink()
     state = ShardStoreState()
-    for shard in sorted(output_dir.glob(SHARD_GLOB)):
+    for shard in (p for p in own_files(output_dir) if OWN_SHARD.match(p.name)):
         keep: list[bytes] = []
         changed = False
         for _, line, rec in iter_lines(shard):
@@ -184,7 +202,7 @@ class _CaptionActor:
         async def collect() -> list[CaptionResult]:
             return [r async for r in Engine(self.worker, self.concurrency).run(items)]
 
-        results = sorted(self.loop.run_until_complete(collect()), key=lambda r: r.id)
+        results = sorted((serialisable(r) for r in self.loop.run_until_complete(collect())), key=lambda r: r.id)
         name = _shard_name(self.run_tag, [r.id for r in results])
         payload = "".join(r.to_json() + "\n" for r in results).encode("utf-8")
         atomic_write_bytes(self.output_dir / name, payload)
@@ -205,14 +223,16 @@ def caption_ray_dataset(ds, scalecap_factory: Callable[[], Any], output_dir: str
     module-level function). Ray must be initialised by the caller. Ids already done in
     ``output_dir`` are skipped (the actors drop them before captioning).
     """
-    out = _prepare(output_dir, resume)
-    state = open_shard_store(out, retry_failed)
-    summary = JobSummary()
-    summary.skipped = len(state.done)
-    return _caption(ds, scalecap_factory, out, state, summary, num_actors=num_actors,
-                    num_cpus_per_actor=num_cpus_per_actor, concurrency=concurrency, batch_size=batch_size,
-                    filters=filters, allow_mixed=allow_mixed_fingerprints, prices=prices, fetch=fetch,
-                    progress=progress or JobProgress(), on_result=on_result, job=None)
+    out = _output_folder(output_dir)
+    with OutputLock(out / LOCK_NAME, out):
+        _prepare(out, resume)
+        state = open_shard_store(out, retry_failed)
+        summary = JobSummary()
+        summary.skipped = len(state.done)
+        return _caption(ds, scalecap_factory, out, state, summary, num_actors=num_actors,
+                        num_cpus_per_actor=num_cpus_per_actor, concurrency=concurrency, batch_size=batch_size,
+                        filters=filters, allow_mixed=allow_mixed_fingerprints, prices=prices, fetch=fetch,
+                        progress=progress or JobProgress(), on_result=on_result, job=None)
 
 
 def run_ray_job(scalecap_factory: Callable[[], Any], job, *, num_actors: int = 2, num_cpus_per_actor: float = 1.0,
@@ -225,15 +245,24 @@ def run_ray_job(scalecap_factory: Callable[[], Any], job, *, num_actors: int = 2
     value, through the driver: for very large embedded datasets build the ``ray.data`` dataset
     yourself (``read_webdataset``, ``read_parquet``) and call ``caption_ray_dataset``.
     """
-    import ray.data as rd
-
     from ..io.sinks import SinkError
-    from ..io.sources import SourceOptions, open_source
 
     if job.format != "jsonl":
         raise SinkError("--ray writes a folder of JSONL shards (-o FOLDER); convert afterwards, or run "
                         "--format parquet/wds/sidecar without --ray")
-    out = _prepare(job.output, job.resume)
+    out = _output_folder(job.output)
+    with OutputLock(out / LOCK_NAME, out):
+        _prepare(out, job.resume)
+        return _run_locked(scalecap_factory, job, out, num_actors=num_actors, num_cpus_per_actor=num_cpus_per_actor,
+                           batch_size=batch_size, progress=progress, on_result=on_result)
+
+
+def _run_locked(scalecap_factory, job, out: Path, *, num_actors: int, num_cpus_per_actor: float, batch_size: int,
+                progress: JobProgress | None, on_result) -> JobSummary:
+    import ray.data as rd
+
+    from ..io.sources import SourceOptions, open_source
+
     state = open_shard_store(out, job.retry_failed)
     source = job.source or open_source(job.inputs, job.input_format,
                                        SourceOptions(job.id_column, job.image_column, job.fetch))
@@ -255,17 +284,20 @@ def run_ray_job(scalecap_factory: Callable[[], Any], job, *, num_actors: int = 2
                     fetch=job.fetch, progress=progress, on_result=on_result, job=job)
 
 
-def _prepare(output_dir: str | Path, resume: bool) -> Path:
+def _output_folder(output_dir: str | Path) -> Path:
     from ..io.sinks import SinkError
 
     out = Path(output_dir)
     if (out.exists() and not out.is_dir()) or (not out.exists() and out.suffix.lower() == ".jsonl"):
         raise SinkError(f"{out}: the Ray runner writes a folder of JSONL shards; give -o FOLDER")
-    if not resume and out.exists():
-        for p in list(out.glob(SHARD_GLOB)) + [out / "summary.json"]:
-            if p.exists():
-                p.unlink()
     return out
+
+
+def _prepare(out: Path, resume: bool) -> None:
+    """``--overwrite``: remove what this runner wrote (``own_files``), nothing else."""
+    if not resume:
+        for p in own_files(out):
+            p.unlink()
 
 
 def _caption(ds, factory, out: Path, state: ShardStoreState, summary: JobSummary, *, num_actors: int,
@@ -314,7 +346,8 @@ def _caption(ds, factory, out: Path, state: ShardStoreState, summary: JobSummary
     data = summary_dict(summary, job, info, None)
     data["run"]["usage"] = summary.usage.report(prices)
     data["output"]["usage"] = None  # output-wide token totals are kept by the local journal only
-    atomic_write_bytes(summary.summary_path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    atomic_write_bytes(summary.summary_path, text.encode("utf-8", "backslashreplace"))
     return summary
 
 

@@ -12,7 +12,10 @@ never into a crash, a hang or an unbounded buffer:
 - size: ``Content-Length`` above ``max_bytes`` is refused before reading, and the body is read in
   chunks and abandoned as soon as it passes ``max_bytes`` (``too_large``);
 - time: connect and read timeouts per operation plus a total deadline per attempt (``timeout``);
-  refused or unreachable hosts are ``connection``.
+  refused or unreachable hosts are ``connection``;
+- targets: a URL that cannot be requested at all is ``bad_url``; a host that resolves to a
+  loopback, private or link-local address is ``private_url`` unless ``allow_private_urls``, checked
+  again at every redirect hop (redirects are followed here, at most ``MAX_REDIRECTS``).
 
 One ``httpx.Client`` is shared per process and per configuration (connection pooling; the client
 is thread-safe, and loaders run on the pipeline's worker threads). Loaders hold only the URL and the
@@ -21,11 +24,14 @@ configuration, so items pickle to Ray workers.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import threading
 import time
 from dataclasses import dataclass
 
 from ..images import ImageError
+from ..records import escape_surrogates, has_surrogates
 
 #: Content types accepted before the magic-bytes check.
 _GENERIC_TYPES = {"application/octet-stream", "binary/octet-stream", "application/binary", ""}
@@ -63,8 +69,11 @@ class FetchConfig:
     retries: int = 2
     backoff: float = 0.5
     user_agent: str = "scalecap (image captioning; https://github.com/)"
+    #: Fetch URLs whose host is loopback, private or link-local (off: ``private_url`` failures).
+    allow_private_urls: bool = False
 
 
+MAX_REDIRECTS = 5
 _clients: dict[FetchConfig, object] = {}
 _clients_lock = threading.Lock()
 
@@ -76,7 +85,7 @@ def _client(config: FetchConfig):
         client = _clients.get(config)
         if client is None:
             timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
-            client = httpx.Client(timeout=timeout, follow_redirects=True, max_redirects=5,
+            client = httpx.Client(timeout=timeout, follow_redirects=False,
                                   headers={"User-Agent": config.user_agent})
             _clients[config] = client
         return client
@@ -87,7 +96,8 @@ def fetch(url: str, config: FetchConfig = FetchConfig()) -> bytes:
     import httpx
 
     if not url.lower().startswith(("http://", "https://")):
-        raise ImageError("bad_url", f"only http(s) URLs can be fetched: {url!r}")
+        raise ImageError("bad_url", f"only http(s) URLs can be fetched: {_show(url)!r}")
+    check_url(url)
     last: ImageError | None = None
     for attempt in range(config.retries + 1):
         if attempt:
@@ -99,39 +109,104 @@ def fetch(url: str, config: FetchConfig = FetchConfig()) -> bytes:
             if not getattr(exc, "retryable", False):
                 raise
         except httpx.TimeoutException as exc:
-            last = ImageError("timeout", f"{url}: timed out ({type(exc).__name__})")
+            last = ImageError("timeout", f"{_show(url)}: timed out ({type(exc).__name__})")
+        except httpx.InvalidURL as exc:  # e.g. a redirect to a malformed location
+            raise ImageError("bad_url", f"{_show(url)}: {_show(str(exc))}") from None
         except httpx.ConnectError as exc:
-            last = ImageError("connection", f"{url}: cannot connect ({exc})")
+            last = ImageError("connection", f"{_show(url)}: cannot connect ({exc})")
         except (httpx.HTTPError, OSError) as exc:
-            last = ImageError("http_error", f"{url}: {type(exc).__name__}: {exc}")
+            last = ImageError("http_error", f"{_show(url)}: {type(exc).__name__}: {exc}")
     assert last is not None
     raise last
 
 
+#: Longest URL shown in a message (a manifest may hold a 64 KiB one).
+_SHOWN = 200
+
+
+def _show(text: str) -> str:
+    text = escape_surrogates(text)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + f"... ({len(text)} chars)"
+
+
+def check_url(url: str) -> None:
+    """Refuse a URL that cannot be requested (bad port, bad IPv4 address, control characters, too
+    long, not valid Unicode) as ``bad_url``: httpx raises ``InvalidURL`` for these, which is not an
+    ``HTTPError`` and so would escape every per-item handler."""
+    import httpx
+
+    if has_surrogates(url):
+        raise ImageError("bad_url", f"{_show(url)}: not valid Unicode")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
+        raise ImageError("bad_url", f"malformed URL {_show(url)!r}: {_show(str(exc))}") from None
+    if not parsed.host:
+        raise ImageError("bad_url", f"malformed URL {_show(url)!r}: no host")
+
+
+def check_target(url: str, config: FetchConfig) -> None:
+    """Refuse (``private_url``) a URL whose host resolves to a loopback, private, link-local or
+    otherwise non-global address, unless ``config.allow_private_urls``: a manifest from the web
+    must not make the captioning machine read its own services or cloud metadata endpoint.
+
+    Called for the URL and for every redirect hop. The address is checked at resolution time; a
+    DNS server that answers differently a moment later (rebinding) is not defended against."""
+    if config.allow_private_urls:
+        return
+    import httpx
+
+    host = httpx.URL(url).host
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ImageError("connection", f"{_show(url)}: cannot resolve {host!r} ({exc})") from None
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        mapped = getattr(ip, "ipv4_mapped", None)
+        if not (mapped or ip).is_global:
+            raise ImageError("private_url", f"{_show(url)}: {host} is {ip}, a loopback, private or link-local "
+                                            "address; refused (--allow-private-urls fetches it)")
+
+
 def _fetch_once(url: str, config: FetchConfig) -> bytes:
     deadline = time.monotonic() + config.total_timeout
-    with _client(config).stream("GET", url) as response:
-        status = response.status_code
-        if status != 200:
-            err = ImageError(f"http_{status}", f"{url}: HTTP {status} {response.reason_phrase}")
-            err.retryable = status == 429 or status >= 500  # type: ignore[attr-defined]
-            raise err
-        ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if not (ctype.startswith("image/") or ctype in _GENERIC_TYPES):
-            raise ImageError("bad_content_type", f"{url}: content-type {ctype!r} is not an image")
-        length = response.headers.get("content-length")
-        if length and length.isdigit() and int(length) > config.max_bytes:
-            raise ImageError("too_large", f"{url}: {int(length)} bytes exceeds the limit of {config.max_bytes}")
-        buf = bytearray()
-        for chunk in response.iter_bytes():
-            buf += chunk
-            if len(buf) > config.max_bytes:
-                raise ImageError("too_large", f"{url}: more than {config.max_bytes} bytes (download abandoned)")
-            if time.monotonic() > deadline:
-                raise ImageError("timeout", f"{url}: download took longer than {config.total_timeout}s")
+    for _ in range(MAX_REDIRECTS + 1):  # redirects are followed here, so that every hop is checked
+        check_target(url, config)
+        with _client(config).stream("GET", url) as response:
+            if response.is_redirect:
+                location = response.headers.get("location", "")
+                url = str(response.url.join(location))
+                if not url.lower().startswith(("http://", "https://")):
+                    raise ImageError("bad_url", f"redirected to {_show(url)!r}, not an http(s) URL")
+                check_url(url)
+                continue
+            return _read_body(response, url, config, deadline)
+    raise ImageError("too_many_redirects", f"{_show(url)}: more than {MAX_REDIRECTS} redirects")
+
+
+def _read_body(response, url: str, config: FetchConfig, deadline: float) -> bytes:
+    status = response.status_code
+    if status != 200:
+        err = ImageError(f"http_{status}", f"{_show(url)}: HTTP {status} {response.reason_phrase}")
+        err.retryable = status == 429 or status >= 500  # type: ignore[attr-defined]
+        raise err
+    ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not (ctype.startswith("image/") or ctype in _GENERIC_TYPES):
+        raise ImageError("bad_content_type", f"{_show(url)}: content-type {ctype!r} is not an image")
+    length = response.headers.get("content-length")
+    if length and length.isdigit() and int(length) > config.max_bytes:
+        raise ImageError("too_large", f"{_show(url)}: {int(length)} bytes exceeds the limit of {config.max_bytes}")
+    buf = bytearray()
+    for chunk in response.iter_bytes():
+        buf += chunk
+        if len(buf) > config.max_bytes:
+            raise ImageError("too_large", f"{_show(url)}: more than {config.max_bytes} bytes (download abandoned)")
+        if time.monotonic() > deadline:
+            raise ImageError("timeout", f"{_show(url)}: download took longer than {config.total_timeout}s")
     data = bytes(buf)
     if sniff_image_format(data) is None:
-        raise ImageError("not_an_image", f"{url}: the body is not a known image format "
+        raise ImageError("not_an_image", f"{_show(url)}: the body is not a known image format "
                                          f"(content-type {ctype!r}, {len(data)} bytes)")
     return data
 

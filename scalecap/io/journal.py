@@ -7,13 +7,16 @@ the ``-o`` file). The writer and the resume logic keep these invariants, whateve
 
 1. **Append-only, whole lines.** A record is written with one ``write`` of ``line + "\\n"`` and
    flushed to the OS at once, so a killed process loses nothing it had reported; ``fsync`` runs
-   about once a second and at the end. Only the *last* line can be torn; the next run cuts it off
+   before every sink commit (rule 4), on an append a second or more after the last ``fsync``,
+   and at the end. So a power cut loses at most about a second of records that no sink had
+   committed, and those images are captioned again by the next run. Only the *last* line can be torn; the next run cuts it off
    (that image was not reported done, so it is captioned again). A damaged line anywhere else is
    not a crash artefact: the run refuses to go on and says where.
 2. **One live record per id: the last one.** A run appends a record only for ids that have no
    record yet, or whose last record is ``failed`` and is being retried (the default; turn it off
    with ``retry_failed=False``). So an id appears more than once only as ``failed ... failed ...
-   final``, and readers take the last line per id (``read_records``).
+   final`` (or ``ok`` then a ``sink`` failure, rule 4), and readers take the last line per id
+   (``read_records``).
 3. **Compaction is atomic.** At the end of a run that superseded failed records, the journal is
    rewritten with only the last line per id (to ``.tmp``, ``fsync``, ``rename``, ``fsync`` of the
    folder). A kill during compaction leaves the old journal, which is valid under rule 2, and the
@@ -21,7 +24,10 @@ the ``-o`` file). The writer and the resume logic keep these invariants, whateve
 4. **Sinks are derived and idempotent.** A sink (Parquet shards, tar shards, sidecar files)
    commits atomically and can say which ids it has committed; on resume, records the journal has
    and the sink has not are *replayed* into it (see ``scalecap.io.sinks``). The sink is written
-   after the journal, so the sink never holds a record the journal lacks.
+   after the journal, and the journal is ``fsync``ed before every sink commit (``Sink.before_commit``),
+   so the sink never holds a record the journal lacks, not even after a power cut. A record the
+   sink refuses (a sidecar that cannot be written) is followed by a ``failed`` record of kind
+   ``sink``, which supersedes it like a failed record superseded by a retry (rule 2).
 
 A journal also carries each record's fingerprint (``fingerprint.id``): a run refuses to append to
 a journal written with another fingerprint unless told to (``FingerprintMismatch``).

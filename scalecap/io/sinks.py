@@ -19,12 +19,19 @@ state). A sink then materialises the records in the form a user asked for:
 
 Exactly-once for shards: a shard is written to ``NAME.tmp``, ``fsync``ed and renamed, and only
 then committed by appending one line ``{"file", "count", "ids"}`` to ``OUTDIR/_shards.jsonl``
-(itself append-only, torn last line ignored). On open, shard files that the index does not list
-(a kill between rename and index line) and ``*.tmp`` files are deleted, and the ids of listed
-shards are the sink's *committed* set; records the journal has and the sink lacks are replayed
+(itself append-only, torn last line ignored). On open, our shard files that the index does not
+list (a kill between rename and index line) and our ``.tmp`` files are deleted, and the ids of
+listed shards are the sink's *committed* set; records the journal has and the sink lacks are replayed
 into it by the runner (with the image bytes read again from the source for WebDataset). Sidecars
 commit by writing the .txt atomically, then the id to ``RUN.jsonl.sidecars``; a replay of an
 ``append`` sees its own caption already at the end of the file and does not append it twice.
+
+Nothing we did not write is deleted. Before a shard's ``.tmp`` is created its name is appended
+(and ``fsync``ed) to ``OUTDIR/_owned.jsonl``; cleanup on open and ``--overwrite`` remove only files
+listed there (or in the index, for outputs of older versions), plus our own journal, summary and
+their ``.tmp``. A file named like a shard that is not listed (WebDataset *inputs* kept in the
+output folder, say) is left alone, never overwritten (its number is skipped) and never read as
+output (readers follow the index); the summary counts them (``foreign_files_left_alone``).
 
 Failed records never go into shards (they are retried by the next run by default); they live in
 the journal and in the run summary.
@@ -39,20 +46,30 @@ import os
 import re
 import tarfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from ..images import ImageItem
-from ..records import CaptionResult
+from ..records import CaptionResult, error_line, escape_surrogates
 from .fetch import sniff_image_format
 from .journal import atomic_write_bytes, fsync_dir
+from .lock import LOCK_NAME
 from .sources import local_path
 
 SINK_FORMATS = ("jsonl", "parquet", "wds", "sidecar")
+#: The owned-files manifest of a sharded output: one ``{"file": NAME}`` line per shard we wrote.
+OWNED_NAME = "_owned.jsonl"
 SIDECAR_POLICIES = ("skip", "overwrite", "append")
 
 
 class SinkError(RuntimeError):
     """The output cannot be written as asked (a refusal before anything is written)."""
+
+
+class SinkItemError(RuntimeError):
+    """One record could not be written into the sink (a sidecar beside an image in a read-only
+    folder, an existing sidecar that is not UTF-8): that item's failure (``error_kind="sink"``),
+    not the run's."""
 
 
 class Sink:
@@ -65,6 +82,9 @@ class Sink:
     def __init__(self, output: Path) -> None:
         self.output = Path(output)
         self.stats: dict[str, int] = {}
+        #: Called before the sink commits anything durably: the runner sets it to the journal's
+        #: ``sync``, so the sink never durably holds a record the journal could lose in a power cut.
+        self.before_commit: Callable[[], None] = lambda: None
 
     @property
     def journal_path(self) -> Path:
@@ -74,6 +94,11 @@ class Sink:
     def summary_path(self) -> Path:
         o = self.output
         return o.with_name(o.stem + ".summary.json") if o.suffix else o.with_name(o.name + ".summary.json")
+
+    @property
+    def lock_path(self) -> Path:
+        """The file a run locks for its whole length (``scalecap.io.lock``)."""
+        return self.output.with_name(self.output.name + ".lock")
 
     def accepts(self, status: str) -> bool:
         return False
@@ -153,7 +178,12 @@ class SidecarSink(Sink):
         if image is None:
             self.stats["sidecars_not_local"] += 1
         else:
-            self._write_txt(image.with_suffix(".txt"), record.final_caption or "")
+            txt = image.with_suffix(".txt")
+            try:
+                self._write_txt(txt, record.final_caption or "")
+            except (OSError, UnicodeError) as exc:
+                raise SinkItemError(f"cannot write the sidecar {escape_surrogates(str(txt))}: "
+                                    f"{escape_surrogates(error_line(exc))}") from None
         assert self._f is not None
         self._f.write((json.dumps(record.id, ensure_ascii=False) + "\n").encode("utf-8"))
 
@@ -166,9 +196,11 @@ class SidecarSink(Sink):
             old = txt.read_text(encoding="utf-8")
             if old.rstrip("\n").endswith(caption):  # a replay: this caption is already there
                 return
+            self.before_commit()
             atomic_write_bytes(txt, (old.rstrip("\n") + "\n" + caption + "\n").encode("utf-8"))
             self.stats["sidecars_appended"] += 1
             return
+        self.before_commit()
         atomic_write_bytes(txt, (caption + "\n").encode("utf-8"))
         self.stats["sidecars_written"] += 1
 
@@ -210,49 +242,66 @@ class _ShardedSink(Sink):
         return self.output / "summary.json"
 
     @property
+    def lock_path(self) -> Path:
+        return self.output / LOCK_NAME
+
+    @property
     def index_path(self) -> Path:
         return self.output / self.index_name
 
-    def _ours(self) -> list[Path]:
+    @property
+    def owned_path(self) -> Path:
+        return self.output / OWNED_NAME
+
+    def _owned_names(self) -> set[str]:
+        """Shard names this sink wrote: ``_owned.jsonl`` (recorded before each shard's ``.tmp`` is
+        created) and, for outputs of older versions, the shards the index lists."""
+        names = {e["file"] for e in _read_lines(self.owned_path)} | {e["file"] for e in _read_lines(self.index_path)}
+        return names
+
+    def _ours(self, owned: set[str]) -> list[Path]:
+        """Files of the output folder this sink wrote (shards, their ``.tmp``, our own tmp files)."""
         if not self.output.is_dir():
             return []
-        return [p for p in self.output.iterdir() if self._pattern.match(p.name) or p.name.endswith(".tmp")]
+        mine = {f"{self.journal_path.name}.tmp", f"{self.summary_path.name}.tmp"}
+        return [p for p in self.output.iterdir() if p.name in mine or p.name.removesuffix(".tmp") in owned]
+
+    def _foreign(self, owned: set[str]) -> list[str]:
+        """Files named like our shards that we did not write (input shards kept in the output folder):
+        never deleted, never overwritten, never counted as output."""
+        if not self.output.is_dir():
+            return []
+        return sorted(p.name for p in self.output.iterdir()
+                      if self._pattern.match(p.name.removesuffix(".tmp")) and p.name.removesuffix(".tmp") not in owned)
 
     def reset(self) -> None:
+        """``--overwrite``: remove the files listed as ours, the index, the journal and the summary."""
         super().reset()
-        for p in self._ours() + [self.index_path]:
+        for p in self._ours(self._owned_names()) + [self.index_path, self.owned_path]:
             if p.exists():
                 p.unlink()
 
     def open(self) -> set[str]:
         self.output.mkdir(parents=True, exist_ok=True)
-        ours = self._ours()
-        if ours and not self.index_path.exists() and not self.journal_path.exists():
-            raise SinkError(f"{self.output} holds {ours[0].name} but no scalecap journal: write to an empty "
-                            "folder (or pass --overwrite to replace these files)")
+        owned = self._owned_names()
         committed: set[str] = set()
         listed: set[str] = set()
         if self.index_path.exists():
-            with open(self.index_path, "rb+") as f:
-                good = 0
-                for line in f:
-                    try:
-                        entry = json.loads(line) if line.endswith(b"\n") else None
-                    except ValueError:
-                        entry = None
-                    if entry is None:
-                        f.truncate(good)
-                        break
-                    good += len(line)
-                    listed.add(entry["file"])
-                    committed.update(entry["ids"])
-        for p in ours:  # shards renamed but never committed, and temporary files: redone from the journal
+            for entry in _read_lines(self.index_path, repair=True):
+                listed.add(entry["file"])
+                committed.update(entry["ids"])
+        for p in self._ours(owned):  # our shards renamed but never committed, our tmp files: redone from the journal
             if p.name not in listed:
                 p.unlink()
+        self._owned = owned
+        self._foreign_names = set(self._foreign(owned))
         numbers = [int(self._pattern.match(n).group(1)) for n in listed if self._pattern.match(n)]
         self._next = max(numbers) + 1 if numbers else 0
         self.stats["shards_before"] = len(listed)
+        if self._foreign_names:
+            self.stats["foreign_files_left_alone"] = len(self._foreign_names)
         self._index = open(self.index_path, "ab", buffering=0)
+        self._owned_file = open(self.owned_path, "ab", buffering=0)
         fsync_dir(self.output)
         return committed
 
@@ -263,11 +312,23 @@ class _ShardedSink(Sink):
         if not self.accepts(record.status):
             return
         if not self._ids:
+            self._claim_name()
             self._begin(self._tmp_path())
         self._add(record, data)
         self._ids.append(record.id)
         if len(self._ids) >= self.shard_size:
             self._commit()
+
+    def _claim_name(self) -> None:
+        """Pick the next shard name that is not a foreign file, and record it as ours (durably)
+        before its ``.tmp`` exists: a kill at any later moment leaves only files we can tell are ours."""
+        while self._name() in self._foreign_names or self._name() + ".tmp" in self._foreign_names:
+            self._next += 1
+        name = self._name()
+        if name not in self._owned:
+            self._owned_file.write((json.dumps({"file": name}) + "\n").encode("utf-8"))
+            os.fsync(self._owned_file.fileno())
+            self._owned.add(name)
 
     def _name(self) -> str:
         return f"{self.prefix}-{self._next:05d}{self.suffix}"
@@ -276,6 +337,7 @@ class _ShardedSink(Sink):
         return self.output / (self._name() + ".tmp")
 
     def _commit(self) -> None:
+        self.before_commit()
         tmp, final = self._tmp_path(), self.output / self._name()
         self._finish(tmp)
         os.replace(tmp, final)
@@ -295,6 +357,9 @@ class _ShardedSink(Sink):
         if self._index is not None:
             self._index.close()
             self._index = None
+        if getattr(self, "_owned_file", None) is not None:
+            self._owned_file.close()
+            self._owned_file = None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "shard_size": self.shard_size}
@@ -309,6 +374,28 @@ class _ShardedSink(Sink):
 SCALAR_FIELDS = ("id", "source", "status", "error", "error_kind", "first_caption", "final_caption")
 JSON_FIELDS = ("sentences", "questions", "summaries", "usage", "notes", "meta", "fingerprint", "timings", "skipped",
                "correction", "adaptive_budget")
+
+
+def _read_lines(path: Path, repair: bool = False) -> list[dict]:
+    """The entries of an append-only JSON-lines file of ours; a torn last line is ignored (and cut
+    off when ``repair``)."""
+    if not path.exists():
+        return []
+    entries: list[dict] = []
+    with open(path, "rb+" if repair else "rb") as f:
+        good = 0
+        for line in f:
+            try:
+                entry = json.loads(line) if line.endswith(b"\n") else None
+            except ValueError:
+                entry = None
+            if not isinstance(entry, dict):
+                if repair:
+                    f.truncate(good)
+                break
+            good += len(line)
+            entries.append(entry)
+    return entries
 
 
 def record_to_row(record: CaptionResult) -> dict[str, Any]:
@@ -432,7 +519,10 @@ def read_parquet_records(folder: Path):
     """The records of a Parquet output folder (committed shards), as ``CaptionResult``s."""
     import pyarrow.parquet as pq
 
-    for shard in sorted(Path(folder).glob("part-*.parquet")):
+    folder = Path(folder)
+    index = _read_lines(folder / "_shards.jsonl")
+    shards = sorted(folder / e["file"] for e in index) if index else sorted(folder.glob("part-*.parquet"))
+    for shard in shards:  # the committed shards (a foreign part-*.parquet in the folder is not ours)
         for batch in pq.ParquetFile(shard).iter_batches(batch_size=256):
             for row in batch.to_pylist():
                 yield row_to_record(row)

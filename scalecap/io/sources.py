@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from ..images import ImageError, ImageItem
+from ..records import error_line, has_surrogates
 from .fetch import FetchConfig, UrlLoader
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -251,6 +252,14 @@ class _RowSource(Source):
         self.options = options
         self.base = Path(spec).parent
 
+    def _safe_item(self, row: dict[str, Any], where: str) -> ImageItem | None:
+        """``_item``, with a row that breaks it (nested too deeply, say) reported as a source error."""
+        try:
+            return self._item(row, where)
+        except (RecursionError, ValueError, TypeError) as exc:
+            self.errors.append(SourceError(f"{self.spec} {where}", f"unreadable row: {error_line(exc)}"))
+            return None
+
     def _item(self, row: dict[str, Any], where: str) -> ImageItem | None:
         o = self.options
         image = row.get(o.image_column)
@@ -325,30 +334,55 @@ class ManifestSource(_RowSource):
             yield from self._jsonl()
 
     def _jsonl(self) -> Iterator[ImageItem]:
-        with self.path.open("r", encoding="utf-8-sig") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
+        # Bytes, decoded line by line: an undecodable byte costs its line, not the lines after it.
+        with self.path.open("rb") as f:
+            for n, raw in enumerate(f, 1):
+                where = f"{self.spec} line {n}"
+                line = _decode_line(raw, n, where, self.errors)
+                if line is None or not line.strip():
                     continue
                 try:
                     row = json.loads(line)
+                except RecursionError:
+                    self.errors.append(SourceError(where, "JSON nested too deeply to read"))
+                    continue
                 except ValueError as exc:
-                    self.errors.append(SourceError(f"{self.spec} line {n}", f"not JSON: {exc}"))
+                    self.errors.append(SourceError(where, f"not JSON: {exc}"))
                     continue
                 if not isinstance(row, dict):
-                    self.errors.append(SourceError(f"{self.spec} line {n}", "not a JSON object"))
+                    self.errors.append(SourceError(where, "not a JSON object"))
                     continue
-                item = self._item(row, f"line {n}")
+                item = self._safe_item(row, f"line {n}")
                 if item is not None:
                     yield item
 
     def _csv(self) -> Iterator[ImageItem]:
-        with self.path.open("r", encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or self.options.image_column not in reader.fieldnames:
+        with self.path.open("rb") as f:
+            # undecodable bytes survive as lone surrogates (surrogateescape), so the CSV structure of
+            # the line is kept and the row they fall in is reported; the rows around it are read
+            reader = csv.DictReader(_lines_escaped(f))
+            try:
+                fieldnames = reader.fieldnames
+            except csv.Error as exc:
+                raise SourceSpecError(f"{self.spec}: unreadable CSV header: {exc}") from None
+            if fieldnames is None or self.options.image_column not in fieldnames:
                 raise SourceSpecError(f"{self.spec}: no {self.options.image_column!r} column "
-                                      f"(columns: {reader.fieldnames}); use --image-column")
-            for n, row in enumerate(reader, 2):
-                item = self._item({k: v for k, v in row.items() if k is not None}, f"line {n}")
+                                      f"(columns: {fieldnames}); use --image-column")
+            while True:
+                at = f"line {reader.line_num + 1}"
+                where = f"{self.spec} {at}"
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (131,072 chars)
+                    self.errors.append(SourceError(where, f"unreadable CSV row: {exc}"))
+                    continue
+                row = {k: v for k, v in row.items() if k is not None}
+                if any(has_surrogates(v) for v in row.values() if isinstance(v, str)):
+                    self.errors.append(SourceError(where, "not valid UTF-8 (an undecodable byte): row skipped"))
+                    continue
+                item = self._safe_item(row, at)
                 if item is not None:
                     yield item
 
@@ -356,6 +390,23 @@ class ManifestSource(_RowSource):
         with self.path.open("rb") as f:
             lines = sum(1 for line in f if line.strip())
         return lines - 1 if self.path.suffix.lower() == ".csv" else lines
+
+
+def _decode_line(raw: bytes, n: int, where: str, errors: list | None) -> str | None:
+    """One line of a text manifest as text (a BOM on the first line dropped); None, with a source
+    error, when it is not UTF-8."""
+    try:
+        return raw.decode("utf-8-sig" if n == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        if errors is not None:
+            errors.append(SourceError(where, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                                             f"{exc.start + 1}): line skipped"))
+        return None
+
+
+def _lines_escaped(f) -> Iterator[str]:
+    for n, raw in enumerate(f, 1):
+        yield raw.decode("utf-8-sig" if n == 1 else "utf-8", "surrogateescape")
 
 
 class ParquetSource(_RowSource):
@@ -385,13 +436,28 @@ class ParquetSource(_RowSource):
 
         for f in self.files:
             self.spec, self.base = str(f), f.parent
+            pf = pq.ParquetFile(f)
             row_n = 0
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=self.batch_size):
-                for row in batch.to_pylist():
-                    item = self._item(row, f"row {row_n}")
-                    row_n += 1
-                    if item is not None:
-                        yield item
+            for group in range(pf.metadata.num_row_groups):
+                # row group by row group: a corrupt one is a source error, the others are read
+                group_rows = pf.metadata.row_group(group).num_rows
+                start, batches = row_n, pf.iter_batches(batch_size=self.batch_size, row_groups=[group])
+                while True:
+                    try:
+                        rows = next(batches).to_pylist()
+                    except StopIteration:
+                        break
+                    except Exception as exc:  # noqa: BLE001 - pyarrow raises OSError, ArrowInvalid, ...
+                        self.errors.append(SourceError(
+                            f"{f} rows {row_n}-{start + group_rows - 1}",
+                            f"corrupt Parquet data ({error_line(exc, 300)}); these rows are skipped"))
+                        break
+                    for row in rows:
+                        item = self._safe_item(row, f"row {row_n}")
+                        row_n += 1
+                        if item is not None:
+                            yield item
+                row_n = start + group_rows
 
     def count(self) -> int:
         import pyarrow.parquet as pq
@@ -516,6 +582,9 @@ class TarSource(Source):
                 if key is not None:
                     yield self._sample(name, key, sample, problem)
                     key = None
+                damage = _end_of_archive_problem(tar)
+                if damage:
+                    self.errors.append(SourceError(shard, damage))
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             # A truncated or corrupt shard: what was read before stays; the torn sample is dropped.
             self.errors.append(SourceError(shard, f"corrupt or truncated tar ({type(exc).__name__}: {exc}); "
@@ -530,6 +599,28 @@ class TarSource(Source):
             return ImageItem(id=key, source=source, loader=FailLoader(
                 "no_image", f"sample {key!r} of {shard_name} has no image member (has: {sorted(sample)})"))
         return ImageItem(id=key, source=source, data=sample[ext])
+
+
+def _end_of_archive_problem(tar: tarfile.TarFile) -> str | None:
+    """Why the member iteration stopped early, if it did.
+
+    ``tarfile`` ends its iteration silently at a damaged header after the first one (the rest of
+    the shard unread) and at a file cut at a member boundary. A whole archive ends with zero blocks
+    (two, then padding); so after the last member the stream must hold at least one more block,
+    and only zeros."""
+    offset, seen = tar.offset, 0
+    while True:
+        chunk = tar.fileobj.read(1 << 16)
+        if not chunk:
+            break
+        seen += len(chunk)
+        if chunk.strip(b"\0"):
+            return (f"damaged tar header at byte {offset}: the members after it were not read "
+                    "(the samples before it were)")
+    if seen == 0:
+        return (f"truncated tar: no end-of-archive marker after byte {offset} "
+                "(the samples before it were read; later ones may be missing)")
+    return None
 
 
 # ---------------------------------------------------------------------------------------- urls
@@ -547,19 +638,20 @@ class UrlListSource(Source):
         if not self.single and not Path(spec).is_file():
             raise SourceSpecError(f"URL list not found: {spec}")
 
-    def _lines(self) -> Iterator[str]:
+    def _lines(self, errors: list | None = None) -> Iterator[str]:
         if self.single:
             yield self.spec
             return
-        with open(self.spec, encoding="utf-8-sig") as f:
-            for line in f:
-                line = line.strip()
+        with open(self.spec, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                line = _decode_line(raw, n, f"{self.spec} line {n}", errors)
+                line = line.strip() if line is not None else ""
                 if line and not line.startswith("#"):
                     yield line
 
     def __iter__(self) -> Iterator[ImageItem]:
         base = Path(self.spec).parent
-        for ref in self._lines():
+        for ref in self._lines(self.errors):
             if ref.lower().startswith(("http://", "https://")):
                 yield ImageItem(id=ref, source=ref, loader=UrlLoader(ref, self.options.fetch))
             else:

@@ -79,6 +79,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 pass
         elif kind == "status":
             self.send_error(route[1])
+        elif kind == "redirect":  # to a path on this server, under the host name given
+            _, host, path = route
+            self.send_response(302)
+            self.send_header("Location", f"http://{host}:{self.server.server_address[1]}{path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
 
 @pytest.fixture()
@@ -94,6 +100,9 @@ def http_server():
         "/endless.jpg": ("chunked_big", 8 * 2**20),
         "/slow.png": ("slow", 3.0),
         "/error500": ("status", 500),
+        "/redirect-to-ok": ("redirect", "127.0.0.1", "/ok.png"),
+        "/redirect-loop": ("redirect", "127.0.0.1", "/redirect-loop"),
+        "/redirect-to-localhost": ("redirect", "localhost", "/ok.png"),
     }
     handler = type("H", (_Handler,), {"routes": routes})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

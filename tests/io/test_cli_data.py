@@ -75,7 +75,7 @@ def test_bad_data_is_reported_per_item_and_the_run_completes(messy_inputs, tmp_p
     before = {p for p in tmp_path.rglob("*")}
     out = tmp_path / "out" / "run.jsonl"
     res = runner.invoke(app, ["caption", *inputs, "-o", str(out), "--no-progress", "--max-download-mb", "1",
-                              "--download-timeout", "1", *model_args(tiny_models)])
+                              "--download-timeout", "1", "--allow-private-urls", *model_args(tiny_models)])
     assert res.exit_code == 1, res.output
     recs = {r["id"]: r for r in read_jsonl(out)}
     ok = {i for i, r in recs.items() if r["status"] == "ok"}
@@ -100,7 +100,7 @@ def test_bad_data_is_reported_per_item_and_the_run_completes(messy_inputs, tmp_p
 
     # The rerun retries the failed ones (they fail again the same way) and adds no duplicate.
     res = runner.invoke(app, ["caption", *inputs, "-o", str(out), "--no-progress", "--max-download-mb", "1",
-                              "--download-timeout", "1", *model_args(tiny_models)])
+                              "--download-timeout", "1", "--allow-private-urls", *model_args(tiny_models)])
     assert res.exit_code == 1, res.output
     again = read_jsonl(out)
     assert sorted(r["id"] for r in again) == sorted(recs)

@@ -84,6 +84,9 @@ def test_parquet_shards_commit_atomically_and_orphans_are_redone(small_folder, t
     index = out / "_shards.jsonl"
     entries = index.read_text().splitlines()
     index.write_text(entries[0] + "\n" + entries[1][:10])  # and a torn index line
+    # and a kill while the next shard was being written: its name was recorded as ours first
+    with (out / "_owned.jsonl").open("a") as f:
+        f.write('{"file": "part-00002.parquet"}\n')
     (out / "part-00002.parquet.tmp").write_bytes(b"half a shard")
     s = run_job(fake, job(small_folder, out, format="parquet", shard_size=4))
     assert s.replayed == 1 and s.ok == 1
@@ -193,3 +196,41 @@ def test_parquet_rows_carry_every_record_field():
     from scalecap.records import CaptionResult
 
     assert set(CaptionResult.model_fields) == set(SCALAR_FIELDS) | set(JSON_FIELDS) | {"caption_fallback"}
+
+
+def test_the_journal_is_fsynced_before_every_sink_commit(small_folder, tmp_path, fake, monkeypatch):
+    """Power-cut order: no shard is committed while records it holds are only in the journal's page
+    cache. Time-based fsyncs are switched off (a frozen clock) so only the commit rule can pass."""
+    import os
+
+    from scalecap.io import journal as journal_mod
+
+    out = tmp_path / "pq"
+    events: list[tuple[str, str]] = []
+    real_fsync, real_write = os.fsync, os.write
+
+    def name_of(fd: int) -> str:
+        try:
+            return os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            return "?"
+
+    def fsync(fd):
+        events.append(("fsync", name_of(fd)))
+        return real_fsync(fd)
+
+    def write(fd, data):
+        if name_of(fd) == "records.jsonl":
+            events.append(("append", "records.jsonl"))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(journal_mod.os, "write", write)
+    monkeypatch.setattr(journal_mod.time, "monotonic", lambda: 0.0)
+    run_job(fake, job(small_folder, out, format="parquet", shard_size=2))
+    commits = [i for i, e in enumerate(events) if e == ("fsync", "_shards.jsonl")]
+    assert len(commits) == 3
+    for i in commits:
+        appends = [j for j in range(i) if events[j][0] == "append"]
+        syncs = [j for j in range(i) if events[j] == ("fsync", "records.jsonl")]
+        assert appends and syncs and syncs[-1] > appends[-1], events[:i + 1]
