@@ -60,8 +60,9 @@ _HEADER = re.compile(r"\s*(?:#{1,6}(?:\s.*)?|(?:\*\*|__)[^*_\n]+(?:\*\*|__)\s*:?
 # A sentence consisting only of this is a list marker, so its period is not a sentence end.
 _LIST_MARKER = re.compile(
     r"(?:#{1,6}\s+|[-*+•]\s+)?(?:\*\*|__)?(?:\d{1,3}|[A-Za-z]|[ivx]{1,4}|[IVX]{1,4})")
-# Spans whose punctuation and newlines are never sentence ends.
-_PROTECTED = re.compile(r"\\\[.*?\\\]|\\\(.*?\\\)|\$\$.*?\$\$|```.*?```", re.DOTALL)
+# Spans whose punctuation and newlines are never sentence ends: opener -> closer.
+_PROTECTED = {"\\[": "\\]", "\\(": "\\)", "$$": "$$", "```": "```"}
+_PROTECTED_OPENER = re.compile(r"\\\[|\\\(|\$\$|```")
 
 # A period after these never ends a sentence (titles and Latin abbreviations; case matters).
 _ABBREVIATIONS = frozenset(
@@ -130,7 +131,7 @@ def _paragraphs(text: str) -> list[tuple[int, int]]:
 
 
 def _paragraph_cuts(text: str, start: int, end: int) -> list[int]:
-    spans = [(m.start() + start, m.end() + start) for m in _PROTECTED.finditer(text[start:end])]
+    spans = _protected_spans(text, start, end)
     span_starts = [a for a, _ in spans]
 
     def is_protected(pos: int) -> bool:
@@ -159,6 +160,27 @@ def _paragraph_cuts(text: str, start: int, end: int) -> list[int]:
         if _ends_sentence(text, sentence_start, match.start(), match.group(), _word_at(text, after)):
             terminal_cuts.append(match.end())
     return sorted(cuts + terminal_cuts)
+
+
+def _protected_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """LaTeX and code spans of ``text[start:end]``, leftmost first, each from an opener to its first
+    closer. Linear: once an opener finds no closer, no later opener of that kind can (a lazy regex
+    rescanned to the end from every unclosed opener, quadratic on "\\(a. " repeated)."""
+    spans: list[tuple[int, int]] = []
+    unclosed: set[str] = set()
+    pos = start
+    for m in _PROTECTED_OPENER.finditer(text, start, end):
+        opener = m.group()
+        if m.start() < pos or opener in unclosed:
+            continue
+        closer = _PROTECTED[opener]
+        close = text.find(closer, m.end(), end)
+        if close < 0:
+            unclosed.add(opener)
+            continue
+        pos = close + len(closer)
+        spans.append((m.start(), pos))
+    return spans
 
 
 def _continues(line: str, next_line: str) -> bool:
