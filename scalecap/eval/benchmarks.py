@@ -171,7 +171,14 @@ def _load_mmvet(p: Path, data: dict[str, Any]) -> Benchmark:
 
 
 def _load_tsv(p: Path) -> Benchmark:
-    csv.field_size_limit(sys.maxsize)
+    limit = csv.field_size_limit(sys.maxsize)  # TSV benchmarks carry base64 images in a field
+    try:
+        return _read_tsv(p)
+    finally:
+        csv.field_size_limit(limit)  # process-wide: leave it as it was
+
+
+def _read_tsv(p: Path) -> Benchmark:
     delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
     try:
         with open(p, encoding="utf-8", newline="") as f:

@@ -57,6 +57,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 MANIFEST_SUFFIXES = {".jsonl", ".ndjson", ".csv"}
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 INPUT_FORMATS = ("auto", "files", "manifest", "parquet", "hf", "wds", "urls")
+#: Longest CSV field accepted (the csv module's default limit, enforced here whatever the global is).
+CSV_FIELD_LIMIT = 131_072
 #: Image members of a WebDataset sample, in order of preference.
 WDS_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 
@@ -379,6 +381,10 @@ class ManifestSource(_RowSource):
                     self.errors.append(SourceError(where, f"unreadable CSV row: {exc}"))
                     continue
                 row = {k: v for k, v in row.items() if k is not None}
+                if any(isinstance(v, str) and len(v) > CSV_FIELD_LIMIT for v in row.values()):
+                    # checked here too: csv.field_size_limit is process-wide, and other code may raise it
+                    self.errors.append(SourceError(where, f"unreadable CSV row: a field over {CSV_FIELD_LIMIT:,} characters"))
+                    continue
                 if any(has_surrogates(v) for v in row.values() if isinstance(v, str)):
                     self.errors.append(SourceError(where, "not valid UTF-8 (an undecodable byte): row skipped"))
                     continue
