@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 SERVED_NAME = "tiny-qwen2vl"
-STARTUP_TIMEOUT = 180.0
+STARTUP_TIMEOUT = 420.0  # a loaded 2-core machine has needed over 180 s
 
 
 def free_port() -> int:

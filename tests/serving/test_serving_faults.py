@@ -23,7 +23,7 @@ from scalecap.images import ImageItem, image_ref
 
 SERVED_NAME = "tiny-qwen2vl"  # the name the session server (conftest.py) serves the model under
 
-pytestmark = [pytest.mark.vllm, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]  # server start-up included
 
 FAST = {"backoff_base": 0.02, "backoff_max": 0.1}
 

@@ -19,7 +19,7 @@ from scalecap.images import image_ref
 
 SERVED_NAME = "tiny-qwen2vl"  # the name the session server (conftest.py) serves the model under
 
-pytestmark = [pytest.mark.vllm, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]  # server start-up included
 
 SYSTEM = "You are a helpful assistant."
 

@@ -18,7 +18,7 @@ from scalecap.images import image_ref
 SERVED_NAME = "tiny-qwen2vl"
 SYSTEM = "You are a helpful assistant."
 
-pytestmark = [pytest.mark.vllm, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]  # server start-up included
 
 
 def server_config(server, **kw) -> ModelConfig:

@@ -13,7 +13,7 @@ from scalecap.config import ModelConfig
 
 SERVED_NAME = "tiny-qwen2vl"  # the name the session server (conftest.py) serves the model under
 
-pytestmark = [pytest.mark.vllm, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]  # server start-up included
 
 KEY = "sk-secret-123"
 ENV = "SCALECAP_TEST_KEY"
