@@ -377,7 +377,9 @@ async def main_async(args: argparse.Namespace, api_base: str, root: str, workdir
     # 4-5. scalecap defaults, then 24 in flight
     lag = LoopLag()
     finals = {r.id: r.final_caption for r in res_rec}
-    for name, concurrency in (("scalecap defaults (8 in flight)", 8), (f"scalecap --concurrency {args.naive}", args.naive)):
+    extra = [int(c) for c in args.also.split(",") if c.strip()] if args.also else []
+    for name, concurrency in [("scalecap defaults (8 in flight)", 8), (f"scalecap --concurrency {args.naive}", args.naive)] + [
+            (f"scalecap --concurrency {c}", c) for c in extra]:
         sc = scalecap(api_base, args.model, True, args.budget)
         await sc.captioner.probe()  # start-up (probe, local tokenizer) is not per-image cost
         reset_caches(root)
@@ -403,6 +405,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=24)
     p.add_argument("--budget", type=int, default=5, help="N, object questions per image (each with its position twin)")
     p.add_argument("--naive", type=int, default=24, help="images in flight for the naive client and the last run")
+    p.add_argument("--also", default="", help="more scalecap concurrencies to time, e.g. 48,96")
     p.add_argument("--api-base", default=None, help="use a running server instead of starting one")
     p.add_argument("--model", default="tiny-qwen2vl")
     args = p.parse_args()
