@@ -297,8 +297,8 @@ class ScaleCap:
         return await self_correct(caption, s.correction_rounds, reply, rate)
 
     async def _content_words(self, texts: list[str]) -> list[list[str]]:
-        """Content words of each text (the adaptive budget's novelty), on the tagging thread."""
-        spans = await asyncio.get_running_loop().run_in_executor(self._tagging, self.tagger.content_spans_many, texts)
+        """Content words of each text (the adaptive budget's novelty), tagged on the tagging pool."""
+        spans = await asyncio.gather(*(self._tagging.spans(text) for text in texts))
         return [content_words(text, sp) for text, sp in zip(texts, spans)]
 
     # ------------------------------------------------------------------ set-up
