@@ -322,6 +322,7 @@ def export(
     out: Path = typer.Option(..., "-o", "--output", help="llava: a .json file; llamafactory: a folder."),
     prompt: str = typer.Option("Describe this image in detail.", help="The human turn after <image>."),
     image_root: Optional[Path] = typer.Option(None, help="Write image paths relative to this folder."),
+    caption_field: str = typer.Option("final", "--caption-field", help="final, or corrected: the self-corrected caption where the record has one (--self-correct), else the final caption."),
 ) -> None:
     """Turn a finished run into training data (records with status ok only)."""
     from .io.exporters import export_llamafactory, export_llava
@@ -330,9 +331,9 @@ def export(
         _fail(f"{run} does not exist")
     try:
         if kind == "llava":
-            report = export_llava(run, out, prompt=prompt, image_root=image_root)
+            report = export_llava(run, out, prompt=prompt, image_root=image_root, caption_field=caption_field)
         elif kind == "llamafactory":
-            report = export_llamafactory(run, out, prompt=prompt, image_root=image_root)
+            report = export_llamafactory(run, out, prompt=prompt, image_root=image_root, caption_field=caption_field)
         else:
             _fail(f"unknown export kind {kind!r}: llava or llamafactory")
     except (OSError, ValueError) as exc:
@@ -340,3 +341,6 @@ def export(
     skipped = ", ".join(f"{k} {v}" for k, v in sorted((report.skipped_by_status or {}).items()))
     console.print(f"exported {report.exported} records -> {out}; skipped {report.skipped} not ok"
                   + (f" ({skipped})" if skipped else ""))
+    if caption_field == "corrected":
+        console.print(f"{report.corrected} with the corrected caption, {report.exported - report.corrected} "
+                      "without a correction (their final caption)")

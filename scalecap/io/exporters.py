@@ -15,6 +15,11 @@ images never sits in memory.
   content_tag: content, user_tag: user, assistant_tag: assistant}``), so that
   ``dataset: scalecap`` with ``dataset_dir: DIR`` works in a LLaMA-Factory training config.
 
+``caption_field``: ``final`` (default) exports the final caption; ``corrected`` exports the
+self-corrected caption where the record has one (``--self-correct``) and the final caption where it
+has none (its final caption was empty, or the run did not self-correct); ``ExportReport.corrected``
+counts the records that gave their corrected caption, so the mix is always said.
+
 ``image`` is the record's ``source`` (the path the image was read from), made relative to
 ``image_root`` when given (LLaVA's ``image_folder``). Images that came from inside a tar shard or a
 Parquet/HF dataset have no file of their own: export those with ``--format wds`` instead, or
@@ -34,6 +39,7 @@ from .journal import read_records
 
 DEFAULT_PROMPT = "Describe this image in detail."
 EXPORT_FORMATS = ("llava", "llamafactory")
+CAPTION_FIELDS = ("final", "corrected")
 
 
 @dataclass
@@ -42,6 +48,14 @@ class ExportReport:
     skipped: int = 0
     skipped_by_status: dict[str, int] | None = None
     output: Path | None = None
+    corrected: int = 0  # exported with their self-corrected caption (caption_field="corrected")
+
+
+def _caption(record: CaptionResult, caption_field: str) -> tuple[str | None, bool]:
+    """The caption to export and whether it is the corrected one."""
+    if caption_field == "corrected" and record.corrected_caption:
+        return record.corrected_caption, True
+    return record.final_caption, False
 
 
 def _image_ref(record: CaptionResult, image_root: Path | None) -> str:
@@ -65,12 +79,16 @@ def _stream_json_list(path: Path, rows: Iterable[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _ok_records(run: Path, report: ExportReport) -> Iterable[CaptionResult]:
+def _ok_records(run: Path, report: ExportReport, caption_field: str = "final") -> Iterable[tuple[CaptionResult, str]]:
+    if caption_field not in CAPTION_FIELDS:
+        raise ValueError(f"caption field {caption_field!r}: expected one of {', '.join(CAPTION_FIELDS)}")
     skipped: dict[str, int] = {}
     for r in read_records(run):
-        if r.status == "ok" and r.final_caption:
+        caption, corrected = _caption(r, caption_field)
+        if r.status == "ok" and caption:
             report.exported += 1
-            yield r
+            report.corrected += corrected
+            yield r, caption
         else:
             key = r.status if r.status != "ok" else "ok_without_caption"
             skipped[key] = skipped.get(key, 0) + 1
@@ -78,25 +96,28 @@ def _ok_records(run: Path, report: ExportReport) -> Iterable[CaptionResult]:
     report.skipped_by_status = skipped
 
 
-def export_llava(run: Path, out: Path, prompt: str = DEFAULT_PROMPT, image_root: Path | None = None) -> ExportReport:
+def export_llava(run: Path, out: Path, prompt: str = DEFAULT_PROMPT, image_root: Path | None = None,
+                 caption_field: str = "final") -> ExportReport:
     report = ExportReport(output=out)
     rows = ({"id": r.id, "image": _image_ref(r, image_root),
              "conversations": [{"from": "human", "value": f"<image>\n{prompt}"},
-                               {"from": "gpt", "value": r.final_caption}]}
-            for r in _ok_records(run, report))
+                               {"from": "gpt", "value": caption}]}
+            for r, caption in _ok_records(run, report, caption_field))
     _stream_json_list(out, rows)
     return report
 
 
 def export_llamafactory(run: Path, out_dir: Path, prompt: str = DEFAULT_PROMPT, image_root: Path | None = None,
-                        name: str = "scalecap") -> ExportReport:
+                        name: str = "scalecap", caption_field: str = "final") -> ExportReport:
+    if caption_field not in CAPTION_FIELDS:  # before the folder is made
+        raise ValueError(f"caption field {caption_field!r}: expected one of {', '.join(CAPTION_FIELDS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     data_file = out_dir / f"{name}.json"
     report = ExportReport(output=out_dir)
     rows = ({"messages": [{"role": "user", "content": f"<image>{prompt}"},
-                          {"role": "assistant", "content": r.final_caption}],
+                          {"role": "assistant", "content": caption}],
              "images": [_image_ref(r, image_root)]}
-            for r in _ok_records(run, report))
+            for r, caption in _ok_records(run, report, caption_field))
     _stream_json_list(data_file, rows)
     info = {name: {"file_name": data_file.name, "formatting": "sharegpt",
                    "columns": {"messages": "messages", "images": "images"},

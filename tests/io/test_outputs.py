@@ -189,6 +189,33 @@ def test_export_llava_and_llamafactory_from_the_cli(small_folder, tmp_path):
     assert runner.invoke(app, ["export", "coco", str(out), "-o", str(tmp_path / "x")]).exit_code == 2
 
 
+def test_export_the_corrected_caption_where_there_is_one(tmp_path):
+    from scalecap.records import Correction
+
+    records = [CaptionResult(id="a", source="/img/a.png", status="ok", final_caption="A cat and a unicorn.",
+                             correction=Correction(caption="A cat.")),
+               CaptionResult(id="b", source="/img/b.png", status="ok", final_caption="A dog."),  # not corrected
+               CaptionResult(id="c", source="/img/c.png", status="failed", error="boom")]
+    run = tmp_path / "run.jsonl"
+    run.write_text("".join(r.model_dump_json() + "\n" for r in records))
+    runner = CliRunner()
+    res = runner.invoke(app, ["export", "llava", str(run), "-o", str(tmp_path / "l.json"), "--caption-field", "corrected"])
+    assert res.exit_code == 0, res.output
+    assert "exported 2 records" in res.output and "1 with the corrected caption, 1 without a correction" in res.output
+    assert [(r["id"], r["conversations"][1]["value"]) for r in json.loads((tmp_path / "l.json").read_text())] == [
+        ("a", "A cat."), ("b", "A dog.")]
+    res = runner.invoke(app, ["export", "llamafactory", str(run), "-o", str(tmp_path / "lf"), "--caption-field", "corrected"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads((tmp_path / "lf" / "scalecap.json").read_text())
+    assert [r["messages"][1]["content"] for r in rows] == ["A cat.", "A dog."]
+    # the default stays the final caption
+    assert runner.invoke(app, ["export", "llava", str(run), "-o", str(tmp_path / "f.json")]).exit_code == 0
+    assert [r["conversations"][1]["value"] for r in json.loads((tmp_path / "f.json").read_text())] == [
+        "A cat and a unicorn.", "A dog."]
+    res = runner.invoke(app, ["export", "llamafactory", str(run), "-o", str(tmp_path / "bad"), "--caption-field", "first"])
+    assert res.exit_code == 2 and "expected one of final, corrected" in res.output and not (tmp_path / "bad").exists()
+
+
 def test_parquet_rows_carry_every_record_field():
     """A field the Parquet row does not carry is lost on resume from Parquet shards (it happened to
     ``skipped``): every CaptionResult field must be a column."""
