@@ -15,10 +15,8 @@ images never sits in memory.
   content_tag: content, user_tag: user, assistant_tag: assistant}``), so that
   ``dataset: scalecap`` with ``dataset_dir: DIR`` works in a LLaMA-Factory training config.
 
-``caption_field``: ``final`` (default) exports the final caption; ``corrected`` exports the
-self-corrected caption where the record has one (``--self-correct``) and the final caption where it
-has none (its final caption was empty, or the run did not self-correct); ``ExportReport.corrected``
-counts the records that gave their corrected caption, so the mix is always said.
+``caption_field``: ``final`` (default) or ``corrected`` (``scalecap.io.caption_field``);
+``ExportReport.corrected`` counts the records exported with their corrected caption.
 
 ``image`` is the record's ``source`` (the path the image was read from), made relative to
 ``image_root`` when given (LLaVA's ``image_folder``). Images that came from inside a tar shard or a
@@ -35,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..records import CaptionResult
+from .caption_field import check_caption_field, chosen_caption
 from .journal import read_records
 
 DEFAULT_PROMPT = "Describe this image in detail."
 EXPORT_FORMATS = ("llava", "llamafactory")
-CAPTION_FIELDS = ("final", "corrected")
 
 
 @dataclass
@@ -49,13 +47,6 @@ class ExportReport:
     skipped_by_status: dict[str, int] | None = None
     output: Path | None = None
     corrected: int = 0  # exported with their self-corrected caption (caption_field="corrected")
-
-
-def _caption(record: CaptionResult, caption_field: str) -> tuple[str | None, bool]:
-    """The caption to export and whether it is the corrected one."""
-    if caption_field == "corrected" and record.corrected_caption:
-        return record.corrected_caption, True
-    return record.final_caption, False
 
 
 def _image_ref(record: CaptionResult, image_root: Path | None) -> str:
@@ -80,11 +71,10 @@ def _stream_json_list(path: Path, rows: Iterable[dict]) -> None:
 
 
 def _ok_records(run: Path, report: ExportReport, caption_field: str = "final") -> Iterable[tuple[CaptionResult, str]]:
-    if caption_field not in CAPTION_FIELDS:
-        raise ValueError(f"caption field {caption_field!r}: expected one of {', '.join(CAPTION_FIELDS)}")
+    check_caption_field(caption_field)
     skipped: dict[str, int] = {}
     for r in read_records(run):
-        caption, corrected = _caption(r, caption_field)
+        caption, corrected = chosen_caption(r, caption_field)
         if r.status == "ok" and caption:
             report.exported += 1
             report.corrected += corrected
@@ -109,8 +99,7 @@ def export_llava(run: Path, out: Path, prompt: str = DEFAULT_PROMPT, image_root:
 
 def export_llamafactory(run: Path, out_dir: Path, prompt: str = DEFAULT_PROMPT, image_root: Path | None = None,
                         name: str = "scalecap", caption_field: str = "final") -> ExportReport:
-    if caption_field not in CAPTION_FIELDS:  # before the folder is made
-        raise ValueError(f"caption field {caption_field!r}: expected one of {', '.join(CAPTION_FIELDS)}")
+    check_caption_field(caption_field)  # before the folder is made
     out_dir.mkdir(parents=True, exist_ok=True)
     data_file = out_dir / f"{name}.json"
     report = ExportReport(output=out_dir)

@@ -146,6 +146,45 @@ def test_sidecar_policies_and_idempotent_append(small_folder, tmp_path, fake):
     assert (small_folder / "a.txt").read_text().startswith("A picture of 10x20")
 
 
+class CorrectingCaptioner(FakeCaptioner):
+    """FakeCaptioner whose records carry a self-corrected caption, except for ``b photo.jpg``."""
+
+    async def caption_item(self, item) -> CaptionResult:
+        from scalecap.records import Correction
+
+        r = await super().caption_item(item)
+        if r.status == "ok" and item.id != "b photo.jpg":
+            r.correction = Correction(caption=f"Corrected ({item.id}).")
+        return r
+
+
+def test_sidecar_and_wds_captions_can_be_the_corrected_ones(small_folder, tmp_path):
+    s = run_job(CorrectingCaptioner(), job(small_folder, tmp_path / "run.jsonl", format="sidecar",
+                                           caption_field="corrected"))
+    assert s.ok == 6
+    assert (small_folder / "sub dir" / "c.txt").read_text() == "Corrected (sub dir/c.png).\n"
+    assert (small_folder / "b photo.txt").read_text().startswith("A picture of")  # no correction: the final one
+    out = tmp_path / "wds"
+    run_job(CorrectingCaptioner(), job(small_folder, out, format="wds", caption_field="corrected"))
+    with tarfile.open(next(out.glob("shard-*.tar"))) as t:
+        texts = {m.name: t.extractfile(m).read().decode() for m in t.getmembers() if m.name.endswith(".txt")}
+    assert len(texts) == 6 and sum(v.startswith("Corrected (") for v in texts.values()) == 5
+    summary = json.loads((tmp_path / "run.summary.json").read_text())
+    assert summary["sink"]["captions_corrected"] == 5
+    with pytest.raises(SinkError, match="jsonl keeps every caption"):
+        run_job(CorrectingCaptioner(), job(small_folder, tmp_path / "j.jsonl", caption_field="corrected"))
+    with pytest.raises(SinkError, match="expected one of final, corrected"):
+        run_job(CorrectingCaptioner(), job(small_folder, tmp_path / "w", format="wds", caption_field="first"))
+    # the CLI refuses before any model loads (the model path does not even exist)
+    base = ["caption", str(small_folder), "-o", str(tmp_path / "cli.jsonl"), "--model", str(tmp_path / "no-model"),
+            "--caption-field", "corrected"]
+    res = CliRunner().invoke(app, [*base, "--format", "sidecar"])
+    assert res.exit_code == 2 and "needs --self-correct" in res.output
+    res = CliRunner().invoke(app, [*base, "--self-correct"])
+    assert res.exit_code == 2 and "jsonl keeps every caption" in res.output
+    assert not (tmp_path / "cli.jsonl").exists()
+
+
 def test_sidecars_are_refused_for_non_local_sources(tmp_path, fake):
     (tmp_path / "s.tar").write_bytes(b"")
     with pytest.raises(SinkError, match="beside local image files"):
