@@ -123,6 +123,7 @@ def caption(
     image_column: str = typer.Option("image", help="Manifest/dataset column holding the image (path, URL or bytes)."),
     shard_size: int = typer.Option(1000, help="Records per Parquet/WebDataset shard."),
     sidecar_policy: str = typer.Option("skip", help="--format sidecar, when IMAGE.txt exists: skip, overwrite or append."),
+    caption_field: str = typer.Option("final", "--caption-field", help="--format sidecar/wds: the .txt caption, final or corrected (needs --self-correct; the final caption where a record has no correction)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N items of the input (after --shard)."),
     shard: Optional[str] = typer.Option(None, help="I/N: only ids whose stable hash is I modulo N (multi-machine runs)."),
     retry_failed: bool = typer.Option(True, "--retry-failed/--no-retry-failed",
@@ -166,16 +167,22 @@ def caption(
     settings_dict = {**file_settings, **parse_sets(set_), **{k: v for k, v in given.items() if v is not None}}
     try:
         settings = Settings(**settings_dict)
+        if caption_field == "corrected" and not settings.self_correct:
+            raise ValueError("--caption-field corrected needs --self-correct (no record would have a corrected caption)")
+        if caption_field != "final" and ray:
+            raise ValueError("--caption-field picks the .txt caption of sidecar and wds outputs, not of --ray output")
         fetch = FetchConfig(max_bytes=int(max_download_mb * 2**20), connect_timeout=download_timeout,
                             read_timeout=download_timeout, allow_private_urls=allow_private_urls)
         source = open_source(inputs, input_format, SourceOptions(id_column, image_column, fetch))
         if not ray:  # refuse a bad output before loading any model
-            sink = open_sink(output_format, output, shard_size=shard_size, sidecar_policy=sidecar_policy)
+            sink = open_sink(output_format, output, shard_size=shard_size, sidecar_policy=sidecar_policy,
+                             caption_field=caption_field)
         # refuse an output another run is writing before loading any model (the run locks it for real)
         OutputLock(output / LOCK_NAME if ray else sink.lock_path, output).probe()
         job = CaptionJob(inputs=inputs, output=output, concurrency=concurrency, resume=not overwrite,
                          format=output_format, input_format=input_format, id_column=id_column,
                          image_column=image_column, shard_size=shard_size, sidecar_policy=sidecar_policy,
+                         caption_field=caption_field,
                          retry_failed=retry_failed, allow_mixed_fingerprints=allow_mixed_fingerprints, limit=limit,
                          shard=parse_shard(shard) if shard else None,
                          filters=build_filters(min_short_edge, complexity, complexity_scorer, settings.max_pixels),
@@ -322,6 +329,7 @@ def export(
     out: Path = typer.Option(..., "-o", "--output", help="llava: a .json file; llamafactory: a folder."),
     prompt: str = typer.Option("Describe this image in detail.", help="The human turn after <image>."),
     image_root: Optional[Path] = typer.Option(None, help="Write image paths relative to this folder."),
+    caption_field: str = typer.Option("final", "--caption-field", help="final, or corrected: the self-corrected caption where the record has one (--self-correct), else the final caption."),
 ) -> None:
     """Turn a finished run into training data (records with status ok only)."""
     from .io.exporters import export_llamafactory, export_llava
@@ -330,9 +338,9 @@ def export(
         _fail(f"{run} does not exist")
     try:
         if kind == "llava":
-            report = export_llava(run, out, prompt=prompt, image_root=image_root)
+            report = export_llava(run, out, prompt=prompt, image_root=image_root, caption_field=caption_field)
         elif kind == "llamafactory":
-            report = export_llamafactory(run, out, prompt=prompt, image_root=image_root)
+            report = export_llamafactory(run, out, prompt=prompt, image_root=image_root, caption_field=caption_field)
         else:
             _fail(f"unknown export kind {kind!r}: llava or llamafactory")
     except (OSError, ValueError) as exc:
@@ -340,3 +348,6 @@ def export(
     skipped = ", ".join(f"{k} {v}" for k, v in sorted((report.skipped_by_status or {}).items()))
     console.print(f"exported {report.exported} records -> {out}; skipped {report.skipped} not ok"
                   + (f" ({skipped})" if skipped else ""))
+    if caption_field == "corrected":
+        console.print(f"{report.corrected} with the corrected caption, {report.exported - report.corrected} "
+                      "without a correction (their final caption)")

@@ -74,6 +74,7 @@ class CaptionJob:
     image_column: str = "image"
     shard_size: int = 1000
     sidecar_policy: str = "skip"
+    caption_field: str = "final"  # the .txt caption of sidecar/wds outputs: final or corrected
     retry_failed: bool = True
     allow_mixed_fingerprints: bool = False
     limit: int | None = None
@@ -284,7 +285,8 @@ def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult]
     summary = JobSummary()
     source = job.source or open_source(job.inputs, job.input_format,
                                        SourceOptions(job.id_column, job.image_column, job.fetch))
-    sink = open_sink(job.format, job.output, shard_size=job.shard_size, sidecar_policy=job.sidecar_policy)
+    sink = open_sink(job.format, job.output, shard_size=job.shard_size, sidecar_policy=job.sidecar_policy,
+                     caption_field=job.caption_field)
     if sink.format == "sidecar" and not source.may_have_local_files:
         raise SinkError("sidecar captions are written beside local image files; this input has none "
                         "(use --format jsonl, parquet or wds)")

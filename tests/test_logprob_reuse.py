@@ -85,3 +85,18 @@ def test_records_before_and_after(digit_model, tiny_models, sample_images, tiny_
     assert {q.scored_from for q in after.questions} == {"generation"}
     assert {q.scored_from for q in before.questions} == {"teacher_forced"}
     assert after.usage["answer_rating"].reused == len(after.questions) > 0
+
+
+def test_a_generation_is_reused_only_in_its_own_conversation(astronaut):
+    """The earlier turns are part of the key: a reply written after them is not the same text
+    rated after the last user turn alone (the self-correction turn has a caption in its context)."""
+    from scalecap.backends.reuse import GeneratedTokens, GenerationLogprobs
+
+    kept = GenerationLogprobs()
+    tokens = GeneratedTokens((1, 2), (-0.5, -0.25))
+    turn = ChatPrompt("Check the caption.", SYSTEM, astronaut, history=(("Describe the image.", "A cat."),))
+    kept.put(turn, "A dog.", tokens)
+    assert kept.take(ChatPrompt("Check the caption.", SYSTEM, astronaut), "A dog.") is None
+    assert kept.take(ChatPrompt("Check the caption.", SYSTEM, astronaut, history=(("Describe the image.", "A bird."),)),
+                     "A dog.") is None
+    assert kept.take(turn, "A dog.") == tokens and len(kept) == 0

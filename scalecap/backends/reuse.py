@@ -57,8 +57,11 @@ class GenerationLogprobs:
 
     @staticmethod
     def _key(prompt: ChatPrompt, text: str) -> Hashable:
+        # The earlier turns are part of the context: a reply written after them (the self-correction
+        # turn) has other log-probs than the same text rated after the same last user turn alone.
         image = prompt.image
-        return (prompt.system, prompt.user, None if image is None else (image.key, id(image.pil)), text)
+        return (prompt.system, prompt.history, prompt.user, None if image is None else (image.key, id(image.pil)),
+                text)
 
     def put(self, prompt: ChatPrompt, text: str, tokens: GeneratedTokens) -> None:
         with self._lock:

@@ -681,6 +681,8 @@ def compare_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the table here (Markdown or CSV)."),
     save_results: Optional[Path] = typer.Option(None, "--save-results", help="Folder to keep each set's full result JSON."),
     field: str = FieldOpt,
+    fields: Optional[str] = typer.Option(None, "--fields", help="Comma-separated caption fields, each a row per input (e.g. first_caption,final_caption,corrected_caption); replaces --field."),
+    per_question: bool = typer.Option(False, "--per-question", help="Add the questions asked per image (from the scalecap records) and the headline number per question: fixed N vs --budget auto."),
     annotations: Optional[list[Path]] = typer.Option(None, "--annotations", "-a", help="chair: annotation files."),
     synonyms: Optional[Path] = typer.Option(None, "--synonyms", help="chair: synonym table."),
     benchmark: Optional[Path] = typer.Option(None, "--benchmark", "-b", help="vqa/captionqa: questions."),
@@ -726,9 +728,15 @@ def compare_cmd(
 
     if fmt not in ("md", "csv"):
         raise EvalInputError(f"--format must be md or csv, not {fmt!r}")
+    field_list = [f.strip() for f in fields.split(",") if f.strip()] if fields is not None else [field]
+    if not field_list or len(set(field_list)) != len(field_list):
+        raise EvalInputError(f"--fields {fields!r}: expected distinct comma-separated field names")
+    if fields is not None and metric is None:
+        raise EvalInputError("--fields needs --metric (a result file holds the numbers of one field already)")
+    plan = [(p, f) for p in inputs for f in field_list]
     row_names = [n.strip() for n in names.split(",")] if names else None
-    if row_names is not None and len(row_names) != len(inputs):
-        raise EvalInputError(f"--names gives {len(row_names)} name(s) for {len(inputs)} input(s)")
+    if row_names is not None and len(row_names) != len(plan):
+        raise EvalInputError(f"--names gives {len(row_names)} name(s) for {len(plan)} row(s)")
     docs: list[dict[str, Any]] = []
     if metric is None:
         docs = [cmp.load_result(p) for p in inputs]
@@ -737,15 +745,22 @@ def compare_cmd(
              "arena": "arena", "dcscore": "dcscore"}.get(metric)
         if m is None:
             raise EvalInputError(f"--metric must be chair, vqa, captionqa, capture, arena or dcscore, not {metric!r}")
-        sets = [load_captions(p, field, numeric_ids=(m == "chair")) for p in inputs]
+        sets = [load_captions(p, f, numeric_ids=(m == "chair")) for p, f in plan]
+        # read before any model runs: a file without records must not cost a whole evaluation first
+        asked = [cmp.questions_asked(cs.path, cs.captions) for cs in sets] if per_question else None
         docs = run_sync(_compare_run(m, sets, locals()))
+        for i, (d, cs) in enumerate(zip(docs, sets)):
+            if len(field_list) > 1:
+                d["name"] = cs.field if len(inputs) == 1 else f"{cs.name}.{cs.field}"
+            if asked is not None:
+                d["questions_asked"] = asked[i]
     if row_names:
         for d, n in zip(docs, row_names):
             d["name"] = n
     if save_results:
         for d in docs:
             write_json(save_results / f"{d['metric']}-{d['name']}.json", d)
-    t = cmp.table(docs)
+    t = cmp.table(docs, per_question=per_question)
     console.print(cmp.to_rich(t, title=f"{docs[0]['metric']}: {len(docs)} caption set(s)"))
     if docs[0]["metric"] == "capture" and not all(d.get("official") for d in docs):
         console.print("[yellow]rows marked official=NO are not the official CAPTURE metric (see each result's deviations)[/yellow]")

@@ -1,5 +1,10 @@
 """Several caption sets (or result files) side by side: one row per set, the metric's main numbers,
 and the number of items each row was computed on. Rendered as a rich table, Markdown or CSV.
+
+Two comparisons the issue-15 stages call for come in one command: the caption fields of one results
+file as rows (first vs final vs self-corrected caption, ``--fields``), and what each set's questions
+bought (``--per-question``: the questions the records asked per image, and the metric's headline
+number divided by them), for fixed N against the adaptive budget.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from .common import EvalInputError, read_json, require_file
+from .common import EvalInputError, read_json, read_json_or_jsonl, require_file
 
 Table = tuple[list[str], list[list[Any]]]
 
@@ -42,8 +47,67 @@ def _r(x: Any, d: int = 2) -> Any:
     return None if x is None else round(x, d)
 
 
-def table(docs: list[dict[str, Any]]) -> Table:
-    """Columns and rows for result documents of one metric (numbers in %, except lengths)."""
+#: The headline column of each metric's table: the number ``--per-question`` divides by questions asked.
+MAIN_COLUMN = {"chair": "CHAIR_s %", "capture": "CAPTURE %", "arena": "score", "dcscore": "F1 %",
+               "vqa-prism": "accuracy %", "captionqa": "score %"}
+
+
+def questions_asked(path: str | Path, ids: Any) -> dict[str, Any]:
+    """How many questions the scalecap records of ``path`` asked per image, over the images ``ids``
+    (those whose caption the metric can score: usable records only, so failed ones never count).
+
+    A record's count is ``len(questions)`` whatever the budget: object and position questions alike,
+    so fixed N and the adaptive budget are counted in one unit (``adaptive_budget.asked`` counts
+    objects, each asked with its position twin). ``adaptive`` is how many of them ran adaptive."""
+    from pydantic import ValidationError
+
+    from ..records import CaptionResult
+
+    p = require_file(path, "captions")
+    _, rows = read_json_or_jsonl(p, "captions")
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and "status" in r and "source" in r
+                                                         for r in rows):
+        raise EvalInputError(f"--per-question: {p} is not a scalecap results file (only records say how many "
+                             "questions each image got)")
+    wanted = {str(i) for i in ids}
+    counts: dict[str, int] = {}
+    adaptive = 0
+    for n, row in enumerate(rows, 1):
+        try:
+            rec = CaptionResult.model_validate(row)
+        except ValidationError:
+            raise EvalInputError(f"--per-question: {p} row {n} is not a valid scalecap record") from None
+        if rec.status != "ok" or rec.id not in wanted or rec.id in counts:
+            continue
+        counts[rec.id] = len(rec.questions)
+        adaptive += rec.adaptive_budget is not None
+    total = sum(counts.values())
+    return {"images": len(counts), "questions": total, "adaptive": adaptive,
+            "per_image": total / len(counts) if counts else None}
+
+
+def table(docs: list[dict[str, Any]], per_question: bool = False) -> Table:
+    """Columns and rows for result documents of one metric (numbers in %, except lengths); with
+    ``per_question``, the questions asked per image and the headline number per question after them
+    (each document must carry ``questions_asked``, as ``compare --per-question`` writes it)."""
+    cols, rows = _metric_table(docs)
+    if not per_question:
+        return cols, rows
+    main = MAIN_COLUMN[docs[0]["metric"]]
+    at = cols.index(main)
+    missing = [d["name"] for d in docs if not isinstance(d.get("questions_asked"), dict)]
+    if missing:
+        raise EvalInputError(f"compare --per-question: no questions_asked in the result(s) of {', '.join(missing)} "
+                             "(compute them with --metric from the scalecap results files)")
+    cols = cols + ["questions/image", f"{main} per question"]
+    for d, row in zip(docs, rows):
+        q = d["questions_asked"]["per_image"]
+        value = row[at]
+        row += [_r(q), None if value is None or not q else round(value / q, 3)]
+    return cols, rows
+
+
+def _metric_table(docs: list[dict[str, Any]]) -> Table:
     if not docs:
         raise EvalInputError("compare: nothing to compare")
     metrics = {d["metric"] for d in docs}

@@ -15,6 +15,9 @@ images never sits in memory.
   content_tag: content, user_tag: user, assistant_tag: assistant}``), so that
   ``dataset: scalecap`` with ``dataset_dir: DIR`` works in a LLaMA-Factory training config.
 
+``caption_field``: ``final`` (default) or ``corrected`` (``scalecap.io.caption_field``);
+``ExportReport.corrected`` counts the records exported with their corrected caption.
+
 ``image`` is the record's ``source`` (the path the image was read from), made relative to
 ``image_root`` when given (LLaVA's ``image_folder``). Images that came from inside a tar shard or a
 Parquet/HF dataset have no file of their own: export those with ``--format wds`` instead, or
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..records import CaptionResult
+from .caption_field import check_caption_field, chosen_caption
 from .journal import read_records
 
 DEFAULT_PROMPT = "Describe this image in detail."
@@ -42,6 +46,7 @@ class ExportReport:
     skipped: int = 0
     skipped_by_status: dict[str, int] | None = None
     output: Path | None = None
+    corrected: int = 0  # exported with their self-corrected caption (caption_field="corrected")
 
 
 def _image_ref(record: CaptionResult, image_root: Path | None) -> str:
@@ -65,12 +70,15 @@ def _stream_json_list(path: Path, rows: Iterable[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _ok_records(run: Path, report: ExportReport) -> Iterable[CaptionResult]:
+def _ok_records(run: Path, report: ExportReport, caption_field: str = "final") -> Iterable[tuple[CaptionResult, str]]:
+    check_caption_field(caption_field)
     skipped: dict[str, int] = {}
     for r in read_records(run):
-        if r.status == "ok" and r.final_caption:
+        caption, corrected = chosen_caption(r, caption_field)
+        if r.status == "ok" and caption:
             report.exported += 1
-            yield r
+            report.corrected += corrected
+            yield r, caption
         else:
             key = r.status if r.status != "ok" else "ok_without_caption"
             skipped[key] = skipped.get(key, 0) + 1
@@ -78,25 +86,27 @@ def _ok_records(run: Path, report: ExportReport) -> Iterable[CaptionResult]:
     report.skipped_by_status = skipped
 
 
-def export_llava(run: Path, out: Path, prompt: str = DEFAULT_PROMPT, image_root: Path | None = None) -> ExportReport:
+def export_llava(run: Path, out: Path, prompt: str = DEFAULT_PROMPT, image_root: Path | None = None,
+                 caption_field: str = "final") -> ExportReport:
     report = ExportReport(output=out)
     rows = ({"id": r.id, "image": _image_ref(r, image_root),
              "conversations": [{"from": "human", "value": f"<image>\n{prompt}"},
-                               {"from": "gpt", "value": r.final_caption}]}
-            for r in _ok_records(run, report))
+                               {"from": "gpt", "value": caption}]}
+            for r, caption in _ok_records(run, report, caption_field))
     _stream_json_list(out, rows)
     return report
 
 
 def export_llamafactory(run: Path, out_dir: Path, prompt: str = DEFAULT_PROMPT, image_root: Path | None = None,
-                        name: str = "scalecap") -> ExportReport:
+                        name: str = "scalecap", caption_field: str = "final") -> ExportReport:
+    check_caption_field(caption_field)  # before the folder is made
     out_dir.mkdir(parents=True, exist_ok=True)
     data_file = out_dir / f"{name}.json"
     report = ExportReport(output=out_dir)
     rows = ({"messages": [{"role": "user", "content": f"<image>{prompt}"},
-                          {"role": "assistant", "content": r.final_caption}],
+                          {"role": "assistant", "content": caption}],
              "images": [_image_ref(r, image_root)]}
-            for r in _ok_records(run, report))
+            for r, caption in _ok_records(run, report, caption_field))
     _stream_json_list(data_file, rows)
     info = {name: {"file_name": data_file.name, "formatting": "sharegpt",
                    "columns": {"messages": "messages", "images": "images"},

@@ -51,6 +51,7 @@ from typing import Any
 
 from ..images import ImageItem
 from ..records import CaptionResult, error_line, escape_surrogates
+from .caption_field import check_caption_field, chosen_caption
 from .fetch import sniff_image_format
 from .journal import atomic_write_bytes, fsync_dir
 from .lock import LOCK_NAME
@@ -138,14 +139,17 @@ class JsonlSink(Sink):
 class SidecarSink(Sink):
     format = "sidecar"
 
-    def __init__(self, output: Path, policy: str = "skip") -> None:
+    def __init__(self, output: Path, policy: str = "skip", caption_field: str = "final") -> None:
         super().__init__(output)
         if policy not in SIDECAR_POLICIES:
             raise SinkError(f"unknown sidecar policy {policy!r}: choose from {', '.join(SIDECAR_POLICIES)}")
         self.policy = policy
+        self.caption_field = caption_field
         self.done_path = self.output.with_name(self.output.name + ".sidecars")
         self.stats = {"sidecars_written": 0, "sidecars_skipped_existing": 0, "sidecars_appended": 0,
                       "sidecars_not_local": 0}
+        if caption_field == "corrected":
+            self.stats["captions_corrected"] = 0
         self._f = None
 
     def accepts(self, status: str) -> bool:
@@ -179,11 +183,14 @@ class SidecarSink(Sink):
             self.stats["sidecars_not_local"] += 1
         else:
             txt = image.with_suffix(".txt")
+            caption, corrected = chosen_caption(record, self.caption_field)
             try:
-                self._write_txt(txt, record.final_caption or "")
+                self._write_txt(txt, caption or "")
             except (OSError, UnicodeError) as exc:
                 raise SinkItemError(f"cannot write the sidecar {escape_surrogates(str(txt))}: "
                                     f"{escape_surrogates(error_line(exc))}") from None
+            if corrected:
+                self.stats["captions_corrected"] += 1
         assert self._f is not None
         self._f.write((json.dumps(record.id, ensure_ascii=False) + "\n").encode("utf-8"))
 
@@ -469,9 +476,12 @@ class WdsSink(_ShardedSink):
     suffix = ".tar"
     needs_bytes = True
 
-    def __init__(self, output: Path, shard_size: int = 1000) -> None:
+    def __init__(self, output: Path, shard_size: int = 1000, caption_field: str = "final") -> None:
         super().__init__(output, shard_size)
         self.stats["samples_without_image"] = 0
+        self.caption_field = caption_field
+        if caption_field == "corrected":
+            self.stats["captions_corrected"] = 0
 
     def accepts(self, status: str) -> bool:
         return status == "ok"
@@ -492,7 +502,10 @@ class WdsSink(_ShardedSink):
             self._member(f"{key}.{ext}", data)
         else:
             self.stats["samples_without_image"] += 1
-        self._member(f"{key}.txt", (record.final_caption or "").encode("utf-8"))
+        caption, corrected = chosen_caption(record, self.caption_field)
+        self._member(f"{key}.txt", (caption or "").encode("utf-8"))
+        if corrected:
+            self.stats["captions_corrected"] += 1
         self._member(f"{key}.json", record.to_json().encode("utf-8"))
 
     def _finish(self, tmp: Path) -> None:
@@ -502,16 +515,26 @@ class WdsSink(_ShardedSink):
         self._file.close()
 
 
-def open_sink(format: str, output: Path, *, shard_size: int = 1000, sidecar_policy: str = "skip") -> Sink:
+def open_sink(format: str, output: Path, *, shard_size: int = 1000, sidecar_policy: str = "skip",
+              caption_field: str = "final") -> Sink:
+    """``caption_field`` (final or corrected) picks the ``.txt`` caption of sidecar and wds outputs;
+    jsonl and parquet keep every caption of the record, so they refuse anything but the default."""
     fmt = format.lower()
+    try:
+        check_caption_field(caption_field)
+    except ValueError as exc:
+        raise SinkError(str(exc)) from None
+    if caption_field != "final" and fmt not in ("sidecar", "wds", "webdataset"):
+        raise SinkError(f"--caption-field {caption_field} picks the .txt caption of sidecar and wds outputs; "
+                        f"{fmt} keeps every caption of the record")
     if fmt == "jsonl":
         return JsonlSink(output)
     if fmt == "parquet":
         return ParquetSink(output, shard_size)
     if fmt in ("wds", "webdataset"):
-        return WdsSink(output, shard_size)
+        return WdsSink(output, shard_size, caption_field)
     if fmt == "sidecar":
-        return SidecarSink(output, sidecar_policy)
+        return SidecarSink(output, sidecar_policy, caption_field)
     raise SinkError(f"unknown output format {format!r}: choose from {', '.join(SINK_FORMATS)}")
 
 

@@ -146,6 +146,45 @@ def test_sidecar_policies_and_idempotent_append(small_folder, tmp_path, fake):
     assert (small_folder / "a.txt").read_text().startswith("A picture of 10x20")
 
 
+class CorrectingCaptioner(FakeCaptioner):
+    """FakeCaptioner whose records carry a self-corrected caption, except for ``b photo.jpg``."""
+
+    async def caption_item(self, item) -> CaptionResult:
+        from scalecap.records import Correction
+
+        r = await super().caption_item(item)
+        if r.status == "ok" and item.id != "b photo.jpg":
+            r.correction = Correction(caption=f"Corrected ({item.id}).")
+        return r
+
+
+def test_sidecar_and_wds_captions_can_be_the_corrected_ones(small_folder, tmp_path):
+    s = run_job(CorrectingCaptioner(), job(small_folder, tmp_path / "run.jsonl", format="sidecar",
+                                           caption_field="corrected"))
+    assert s.ok == 6
+    assert (small_folder / "sub dir" / "c.txt").read_text() == "Corrected (sub dir/c.png).\n"
+    assert (small_folder / "b photo.txt").read_text().startswith("A picture of")  # no correction: the final one
+    out = tmp_path / "wds"
+    run_job(CorrectingCaptioner(), job(small_folder, out, format="wds", caption_field="corrected"))
+    with tarfile.open(next(out.glob("shard-*.tar"))) as t:
+        texts = {m.name: t.extractfile(m).read().decode() for m in t.getmembers() if m.name.endswith(".txt")}
+    assert len(texts) == 6 and sum(v.startswith("Corrected (") for v in texts.values()) == 5
+    summary = json.loads((tmp_path / "run.summary.json").read_text())
+    assert summary["sink"]["captions_corrected"] == 5
+    with pytest.raises(SinkError, match="jsonl keeps every caption"):
+        run_job(CorrectingCaptioner(), job(small_folder, tmp_path / "j.jsonl", caption_field="corrected"))
+    with pytest.raises(SinkError, match="expected one of final, corrected"):
+        run_job(CorrectingCaptioner(), job(small_folder, tmp_path / "w", format="wds", caption_field="first"))
+    # the CLI refuses before any model loads (the model path does not even exist)
+    base = ["caption", str(small_folder), "-o", str(tmp_path / "cli.jsonl"), "--model", str(tmp_path / "no-model"),
+            "--caption-field", "corrected"]
+    res = CliRunner().invoke(app, [*base, "--format", "sidecar"])
+    assert res.exit_code == 2 and "needs --self-correct" in res.output
+    res = CliRunner().invoke(app, [*base, "--self-correct"])
+    assert res.exit_code == 2 and "jsonl keeps every caption" in res.output
+    assert not (tmp_path / "cli.jsonl").exists()
+
+
 def test_sidecars_are_refused_for_non_local_sources(tmp_path, fake):
     (tmp_path / "s.tar").write_bytes(b"")
     with pytest.raises(SinkError, match="beside local image files"):
@@ -187,6 +226,33 @@ def test_export_llava_and_llamafactory_from_the_cli(small_folder, tmp_path):
     assert rows[0]["messages"][0] == {"role": "user", "content": "<image>Caption it."}
     assert Path(rows[0]["images"][0]).is_file()
     assert runner.invoke(app, ["export", "coco", str(out), "-o", str(tmp_path / "x")]).exit_code == 2
+
+
+def test_export_the_corrected_caption_where_there_is_one(tmp_path):
+    from scalecap.records import Correction
+
+    records = [CaptionResult(id="a", source="/img/a.png", status="ok", final_caption="A cat and a unicorn.",
+                             correction=Correction(caption="A cat.")),
+               CaptionResult(id="b", source="/img/b.png", status="ok", final_caption="A dog."),  # not corrected
+               CaptionResult(id="c", source="/img/c.png", status="failed", error="boom")]
+    run = tmp_path / "run.jsonl"
+    run.write_text("".join(r.model_dump_json() + "\n" for r in records))
+    runner = CliRunner()
+    res = runner.invoke(app, ["export", "llava", str(run), "-o", str(tmp_path / "l.json"), "--caption-field", "corrected"])
+    assert res.exit_code == 0, res.output
+    assert "exported 2 records" in res.output and "1 with the corrected caption, 1 without a correction" in res.output
+    assert [(r["id"], r["conversations"][1]["value"]) for r in json.loads((tmp_path / "l.json").read_text())] == [
+        ("a", "A cat."), ("b", "A dog.")]
+    res = runner.invoke(app, ["export", "llamafactory", str(run), "-o", str(tmp_path / "lf"), "--caption-field", "corrected"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads((tmp_path / "lf" / "scalecap.json").read_text())
+    assert [r["messages"][1]["content"] for r in rows] == ["A cat.", "A dog."]
+    # the default stays the final caption
+    assert runner.invoke(app, ["export", "llava", str(run), "-o", str(tmp_path / "f.json")]).exit_code == 0
+    assert [r["conversations"][1]["value"] for r in json.loads((tmp_path / "f.json").read_text())] == [
+        "A cat and a unicorn.", "A dog."]
+    res = runner.invoke(app, ["export", "llamafactory", str(run), "-o", str(tmp_path / "bad"), "--caption-field", "first"])
+    assert res.exit_code == 2 and "expected one of final, corrected" in res.output and not (tmp_path / "bad").exists()
 
 
 def test_parquet_rows_carry_every_record_field():

@@ -179,3 +179,58 @@ def test_closed_api_cannot_score_and_fails_before_any_image(vllm_server, fake_cl
     r = sc.caption(sample_images["rocket"])
     assert r.status == "ok", r.error
     assert [q.object for q in r.questions] == ["cat", "cat"] and r.final_caption.startswith("Describe more")
+
+
+def test_self_correction_and_auto_budget_all_roles_on_the_server(vllm_server, fault_proxy, sample_images,
+                                                                 tiny_settings):
+    """The self-correction stage and the adaptive budget end to end on vLLM (through a recording
+    proxy): the correction turn goes out as one conversation (image in the first user turn, the final
+    caption as the assistant's reply, the correction prompt last), its reply is rated under P_cap
+    like a first caption, and the record's corrected caption and diff follow from the rated sentences."""
+    from scalecap.correction import kept_text, sentence_diff
+    from scalecap.prompts import load_preset
+    from scalecap.text.sentences import split_sentences
+
+    prompts = load_preset("paper")
+    cfg = ModelConfig(backend="openai", model=SERVED_NAME, api_base=fault_proxy.api_base)
+    sc = ScaleCap(captioner=cfg, scorer=cfg, writer=cfg, budget="auto:4", wave_size=2, self_correct=True,
+                  max_tokens_correction=32, tau=-1.0, **tiny_settings)
+    r = sc.caption(sample_images["astronaut"])
+    assert r.status == "ok", r.error
+    b = r.adaptive_budget
+    assert b is not None and b.max_objects == 4 and b.asked <= 4 and b.saved == b.planned - b.asked
+    assert [o for w in b.waves for o in w.objects] == [q.object for q in r.questions if q.kind == "object"]
+    assert r.final_caption, "the tiny VLM wrote no final caption: nothing to re-check"
+
+    (rnd,) = r.correction.rounds
+    assert rnd.input == r.final_caption and rnd.output and rnd.sentences
+    assert [s.text for s in rnd.sentences] == [s.text for s in split_sentences(rnd.output)]
+    for s in rnd.sentences:  # each sentence rated: its span in the reply, real scores, kept iff over tau
+        assert rnd.output[s.start:s.end] == s.text
+        assert s.kept == (s.score is not None and s.score > -1.0)
+    assert rnd.accepted == any(s.kept for s in rnd.sentences)
+    assert r.corrected_caption == rnd.caption == (kept_text(rnd.output, rnd.sentences) if rnd.accepted
+                                                  else r.final_caption)
+    before = [s.text for s in split_sentences(r.final_caption)]
+    after = [s.text for s in split_sentences(r.corrected_caption)]
+    expected = sentence_diff(before, after, [s.text for s in rnd.sentences if not s.kept])
+    assert r.correction.diff == rnd.diff == expected
+    assert set(expected.added) | set(expected.kept) == set(after)
+    assert r.usage["correction"].calls == 1 and r.usage["correction"].completion_tokens > 0
+    assert r.usage["correction_rating"].calls + r.usage["correction_rating"].reused == 2
+
+    # what went over the wire: the correction request is one conversation with the image in front
+    bodies = [json.loads(b) for b in fault_proxy.bodies if b and b'"messages"' in b]
+    (turn,) = [b for b in bodies if b["messages"][-1]["role"] == "user"
+               and b["messages"][-1]["content"] == prompts.correct]
+    roles = [m["role"] for m in turn["messages"]]
+    assert roles == ["system", "user", "assistant", "user"]
+    first = turn["messages"][1]["content"]
+    assert [p["type"] for p in first] == ["image_url", "text"] and first[1]["text"] == prompts.caption
+    assert first[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert turn["messages"][2]["content"] == r.final_caption
+    assert sum("image_url" in json.dumps(m) for m in turn["messages"]) == 1
+    # the rating of the corrected sentences conditions on P_cap alone, never on the correction turn
+    rated = [b for b in bodies if b.get("add_generation_prompt") is False
+             and b["messages"][-1]["content"] == rnd.output]
+    assert rated and all(prompts.correct not in json.dumps(b["messages"]) for b in rated)
