@@ -79,6 +79,12 @@ class TaggingPool:
         self._dispatch()
         return await fut
 
+    async def warm(self) -> None:
+        """Start every worker now (each loads its tagger), so that the first images do not wait."""
+        if self.inline:
+            return
+        await asyncio.gather(*(self.spans("Warm up.") for _ in range(self._slots() * self.max_batch)))
+
     def _slots(self) -> int:
         return max(1, self.workers)
 
