@@ -107,6 +107,9 @@ def caption(
                                          "'auto[:MAX]': ask in waves, stop when answers add nothing new."),
     self_correct: bool = typer.Option(False, "--self-correct", help="Let the captioner re-check the final caption; "
                                       "keep only corrected sentences the image supports."),
+    degenerate_filter: bool = typer.Option(True, "--degenerate-filter/--no-degenerate-filter",
+                                           help="Check captions and answers for loops, refusals, script drift and "
+                                                "truncation (model-free; actions via --set degenerate_actions=...)."),
     tau: Optional[float] = typer.Option(None, help="Sentence threshold (default per score mode)."),
     score_mode: Optional[str] = typer.Option(None, help="prob (paper), logprob or logit."),
     preset: Optional[str] = typer.Option(None, help="Prompt preset name or folder."),
@@ -154,7 +157,8 @@ def caption(
     roles, file_settings = build_roles(model, captioner, scorer, writer, api_base, api_key_env, config,
                                        trust_remote_code)
     given = {"budget": budget, "tau": tau, "score_mode": score_mode, "preset": preset, "tagger": tagger,
-             "store_tokens": store_tokens or None, "self_correct": self_correct or None}
+             "store_tokens": store_tokens or None, "self_correct": self_correct or None,
+             "degenerate_filter": None if degenerate_filter else False}
     settings_dict = {**file_settings, **parse_sets(set_), **{k: v for k, v in given.items() if v is not None}}
     try:
         settings = Settings(**settings_dict)

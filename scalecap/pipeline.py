@@ -37,7 +37,8 @@ from .correction import self_correct
 from .images import ImageError, ImageItem, image_ref
 from .prompts import PromptSet, load_preset
 from .rating import RatedText, rate_text
-from .records import CaptionResult, Correction, Fingerprint, Question, Summaries
+from .records import CaptionResult, Correction, FilterHit, Fingerprint, Question, Summaries
+from .screen import Screen
 from .stages import STAGES, StageFailure, Trace, timed
 from .text.content import load_tagger
 from .text.tagging import TaggingPool
@@ -82,6 +83,7 @@ class ScaleCap:
         self.guard = ContextGuard(self.writer.count_tokens, lambda: _window(self.writer, self.settings),
                                   self.settings.max_tokens_summary, self.prompts.system)
         self.budget = budget_for(self.settings, self._content_words)
+        self.screen = Screen(self.settings)
         self.fingerprint = self._make_fingerprint()
 
     # ------------------------------------------------------------------ public API
@@ -137,8 +139,11 @@ class ScaleCap:
         p, s = self.prompts, self.settings
 
         # 1. First caption.
+        #    Every generated text is screened for degenerate output (loops, refusals, drift...).
         with timed(trace, "caption"):
-            first = (await self._caption(trace, "caption", p.caption, image, s.max_tokens_caption)).text
+            caption = lambda penalty=None: self._caption(trace, "caption", p.caption, image,  # noqa: E731
+                                                         s.max_tokens_caption, penalty)
+            first = (await self.screen(result.filter_hits, "caption", await caption(), caption)).text
         result.first_caption = first
         if not first:
             raise StageFailure("empty_caption", "the captioner returned an empty first caption: nothing to rate")
@@ -172,7 +177,7 @@ class ScaleCap:
 
         # 6. Final caption from the golden sentences (basic context) and both summaries.
         with timed(trace, "final"):
-            result.final_caption = await self._integrate(trace, golden, c_o or "", c_p or "")
+            result.final_caption = await self._integrate(trace, result, golden, c_o or "", c_p or "")
         if not result.final_caption:
             result.notes.append("the writer returned an empty final caption")
 
@@ -192,20 +197,21 @@ class ScaleCap:
         # template's own when a server re-tokenises the text for scoring.
         return Generation(out.text.strip(), out.prompt_tokens, out.completion_tokens, out.finish_reason)
 
-    async def _caption(self, trace: Trace, stage: str, user: str, image: ImageRef, max_tokens: int) -> Generation:
+    async def _caption(self, trace: Trace, stage: str, user: str, image: ImageRef, max_tokens: int,
+                       repetition_penalty: float | None = None) -> Generation:
         s = self.settings
         return await self._generate(self.captioner, trace, stage, user, image, GenerationParams(
             max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p,
-            repetition_penalty=s.repetition_penalty, seed=s.seed))
+            repetition_penalty=repetition_penalty or s.repetition_penalty, seed=s.seed))
 
     async def _write(self, trace: Trace, stage: str, user: str, max_tokens: int, **params: Any) -> str:
         return (await self._write_call(trace, stage, user, max_tokens, **params)).text
 
     async def _write_call(self, trace: Trace, stage: str, user: str, max_tokens: int, **params: Any) -> Generation:
         s = self.settings
+        params = {"repetition_penalty": s.writer_repetition_penalty, **params}
         return await self._generate(self.writer, trace, stage, user, None, GenerationParams(
-            max_tokens=max_tokens, temperature=s.writer_temperature, top_p=s.writer_top_p,
-            repetition_penalty=s.writer_repetition_penalty, seed=s.seed, **params))
+            max_tokens=max_tokens, temperature=s.writer_temperature, top_p=s.writer_top_p, seed=s.seed, **params))
 
     async def _rate(self, trace: Trace, stage: str, question: str, text: str, image: ImageRef) -> RatedText:
         prompt = ChatPrompt(user=question, system=self.prompts.system, image=image)
@@ -242,12 +248,15 @@ class ScaleCap:
 
     async def _answer(self, trace: Trace, image: ImageRef, obj: str, kind: str) -> Question:
         instruction = (OBJECT_TEMPLATE if kind == "object" else POSITION_TEMPLATE).format(obj)
-        out = await self._caption(trace, "answers", instruction, image, self.settings.max_tokens_answer)
+        answer = lambda penalty=None: self._caption(trace, "answers", instruction, image,  # noqa: E731
+                                                    self.settings.max_tokens_answer, penalty)
+        hits: list[FilterHit] = []
+        out = await self.screen(hits, "answers", await answer(), answer)
         rated = await self._rate(trace, "answer_rating", instruction, out.text, image)
         # Rejected sentences are dropped; an answer with nothing left is dropped with its object.
         return Question(object=obj, kind=kind, instruction=instruction, answer=out.text,
                         answer_sentences=rated.sentences, kept=any(s.kept for s in rated.sentences),
-                        truncated=out.finish_reason == "length", scored_from=rated.scored_from)
+                        truncated=out.finish_reason == "length", scored_from=rated.scored_from, filter_hits=hits)
 
     async def _summarise(self, trace: Trace, stage: str, template: str, lines: list[str]) -> str | None:
         """One summary, with its input condensed first if it would overflow the writer's window.
@@ -262,7 +271,7 @@ class ScaleCap:
         prompt = template.replace("{}", "\n".join(lines), 1)
         return await self._write(trace, stage, prompt, await self.guard.completion_room(prompt))
 
-    async def _integrate(self, trace: Trace, golden: list[str], c_o: str, c_p: str) -> str:
+    async def _integrate(self, trace: Trace, result: CaptionResult, golden: list[str], c_o: str, c_p: str) -> str:
         head, mid, tail, rest = self.prompts.final.split("{}")
         context = "\n".join(golden)
         room = await self.guard.input_room(self.prompts.final)
@@ -274,7 +283,10 @@ class ScaleCap:
             c_o, c_p = await asyncio.gather(self._condense(trace, self.prompts.object_summary, c_o, share),
                                             self._condense(trace, self.prompts.position_summary, c_p, share))
         prompt = head + context + mid + c_o + tail + c_p + rest
-        return await self._write(trace, "final", prompt, await self.guard.completion_room(prompt))
+        room = await self.guard.completion_room(prompt)
+        write = lambda penalty=None: self._write_call(  # noqa: E731
+            trace, "final", prompt, room, **({"repetition_penalty": penalty} if penalty else {}))
+        return (await self.screen(result.filter_hits, "final", await write(), write)).text
 
     async def _condense(self, trace: Trace, template: str, text: str, room: int) -> str:
         write = lambda prompt, n: self._write(trace, "final", prompt, n)  # noqa: E731

@@ -40,6 +40,20 @@ class ScoredSentence(_Record):
     tokens: list[TokenDetail] | None = None
 
 
+class FilterHit(_Record):
+    """One finding of the degenerate-output filter (``screen.py``): where, which check (``code``, see
+    ``text.degenerate.CODES``), the numbers behind it, and what was done (mark, drop, retry).
+    An answer's hits are in its ``Question``; ``retry`` marks a hit of the retried text."""
+
+    stage: str
+    code: str
+    detail: str
+    value: float | None = None
+    threshold: float | None = None
+    action: Literal["mark", "drop", "retry"] = "mark"
+    retry: bool = False
+
+
 class Question(_Record):
     object: str
     kind: Literal["object", "position"]
@@ -50,6 +64,7 @@ class Question(_Record):
     truncated: bool = False  # the answer stopped at max_tokens_answer (finish_reason "length")
     # the with-image rating's values: "teacher_forced" (a scoring pass) or "generation" (reused)
     scored_from: str | None = None
+    filter_hits: list[FilterHit] = Field(default_factory=list)  # the degenerate-output filter on the answer
 
 
 class Summaries(_Record):
@@ -159,6 +174,7 @@ class CaptionResult(_Record):
     final_caption: str | None = None
     correction: Correction | None = None  # --self-correct: the re-checked caption and how it came to be
     adaptive_budget: AdaptiveBudget | None = None  # --budget auto: the waves and why they stopped
+    filter_hits: list[FilterHit] = Field(default_factory=list)  # the degenerate-output filter's findings
     usage: dict[str, StageUsage] = Field(default_factory=dict)
     skipped: dict[str, str] = Field(default_factory=dict)  # stage -> why it made no model call
     notes: list[str] = Field(default_factory=list)
