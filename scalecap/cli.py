@@ -110,6 +110,9 @@ def caption(
     degenerate_filter: bool = typer.Option(True, "--degenerate-filter/--no-degenerate-filter",
                                            help="Check captions and answers for loops, refusals, script drift and "
                                                 "truncation (model-free; actions via --set degenerate_actions=...)."),
+    ocr: Optional[str] = typer.Option(None, "--ocr", help="off (default), auto (documents, infographics, UI, code: "
+                                      "a declared or routed domain) or on: OCR text as the writer's evidence, quotes "
+                                      "in the caption checked against it."),
     tau: Optional[float] = typer.Option(None, help="Sentence threshold (default per score mode)."),
     score_mode: Optional[str] = typer.Option(None, help="prob (paper), logprob or logit."),
     preset: Optional[str] = typer.Option(None, help="Prompt preset name or folder."),
@@ -158,7 +161,7 @@ def caption(
                                        trust_remote_code)
     given = {"budget": budget, "tau": tau, "score_mode": score_mode, "preset": preset, "tagger": tagger,
              "store_tokens": store_tokens or None, "self_correct": self_correct or None,
-             "degenerate_filter": None if degenerate_filter else False}
+             "degenerate_filter": None if degenerate_filter else False, "ocr": ocr}
     settings_dict = {**file_settings, **parse_sets(set_), **{k: v for k, v in given.items() if v is not None}}
     try:
         settings = Settings(**settings_dict)

@@ -144,6 +144,15 @@ class Settings(BaseModel):
     degenerate_max_chars: int = Field(default=60_000, ge=1)
     degenerate_min_distinct_ratio: float = Field(default=0.35, ge=0.0, le=1.0)
     degenerate_max_foreign_share: float = Field(default=0.35, ge=0.0, le=1.0)
+    # OCR evidence (evidence.py): "on" for every image, "auto" for the domains in ``ocr_domains`` (a
+    # declared or routed domain), "off". The OCR text reaches the writer through the preset's
+    # evidence.txt; quotes in the final caption the OCR does not contain (fuzzy, ``quote_threshold``)
+    # are marked in the record, and dropped with their sentence when ``drop_unsupported_quotes``.
+    ocr: Literal["off", "auto", "on"] = "off"
+    ocr_engine: Literal["tesseract", "rapidocr"] = "tesseract"
+    ocr_domains: tuple[str, ...] = ("infographic_document", "ui", "code")
+    quote_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    drop_unsupported_quotes: bool = False
 
     @model_validator(mode="before")
     @classmethod

@@ -39,6 +39,7 @@ from .prompts import PromptSet, load_preset
 from .rating import RatedText, rate_text
 from .records import CaptionResult, Correction, FilterHit, Fingerprint, Question, Summaries
 from .screen import Screen
+from .evidence import OcrTool
 from .stages import STAGES, StageFailure, Trace, timed
 from .text.content import load_tagger
 from .text.tagging import TaggingPool
@@ -84,6 +85,7 @@ class ScaleCap:
                                   self.settings.max_tokens_summary, self.prompts.system)
         self.budget = budget_for(self.settings, self._content_words)
         self.screen = Screen(self.settings)
+        self.ocr = OcrTool(self.settings, self.prompts.evidence)
         self.fingerprint = self._make_fingerprint()
 
     # ------------------------------------------------------------------ public API
@@ -111,7 +113,7 @@ class ScaleCap:
             data = await asyncio.to_thread(item.read_bytes)
             image, notes = await asyncio.to_thread(image_ref, data, self.settings.max_pixels)
             result.notes.extend(notes)
-            await self._run(image, result, trace)
+            await self._run(image, result, trace, item.meta.get("domain"))
         except ImageError as exc:
             result.status, result.error, result.error_kind = "failed", str(exc), exc.kind
         except OSError as exc:
@@ -135,15 +137,17 @@ class ScaleCap:
             await backend.aclose()
 
     # ------------------------------------------------------------------ the method
-    async def _run(self, image: ImageRef, result: CaptionResult, trace: Trace) -> None:
+    async def _run(self, image: ImageRef, result: CaptionResult, trace: Trace, domain: str | None) -> None:
         p, s = self.prompts, self.settings
 
         # 1. First caption.
         #    Every generated text is screened for degenerate output (loops, refusals, drift...).
+        #    OCR, for domains whose text matters, reads the image meanwhile (the writer's evidence).
         with timed(trace, "caption"):
             caption = lambda penalty=None: self._caption(trace, "caption", p.caption, image,  # noqa: E731
                                                          s.max_tokens_caption, penalty)
-            first = (await self.screen(result.filter_hits, "caption", await caption(), caption)).text
+            first_out, ocr = await asyncio.gather(caption(), self.ocr.read(trace, image, domain))
+            first = (await self.screen(result.filter_hits, "caption", first_out, caption)).text
         result.first_caption = first
         if not first:
             raise StageFailure("empty_caption", "the captioner returned an empty first caption: nothing to rate")
@@ -177,7 +181,11 @@ class ScaleCap:
 
         # 6. Final caption from the golden sentences (basic context) and both summaries.
         with timed(trace, "final"):
-            result.final_caption = await self._integrate(trace, result, golden, c_o or "", c_p or "")
+            result.final_caption = await self._integrate(trace, result, golden, c_o or "", c_p or "",
+                                                         self.ocr.brief(ocr))
+        #    Quotes of text in the image are checked against what the OCR read.
+        if ocr is not None:
+            result.final_caption, result.ocr = self.ocr.check(result.final_caption, ocr)
         if not result.final_caption:
             result.notes.append("the writer returned an empty final caption")
 
@@ -271,7 +279,8 @@ class ScaleCap:
         prompt = template.replace("{}", "\n".join(lines), 1)
         return await self._write(trace, stage, prompt, await self.guard.completion_room(prompt))
 
-    async def _integrate(self, trace: Trace, result: CaptionResult, golden: list[str], c_o: str, c_p: str) -> str:
+    async def _integrate(self, trace: Trace, result: CaptionResult, golden: list[str], c_o: str, c_p: str,
+                         evidence: str = "") -> str:
         head, mid, tail, rest = self.prompts.final.split("{}")
         context = "\n".join(golden)
         room = await self.guard.input_room(self.prompts.final)
@@ -282,7 +291,7 @@ class ScaleCap:
                 raise ContextOverflow(f"the golden sentences alone nearly fill the writer's {room}-token input room")
             c_o, c_p = await asyncio.gather(self._condense(trace, self.prompts.object_summary, c_o, share),
                                             self._condense(trace, self.prompts.position_summary, c_p, share))
-        prompt = head + context + mid + c_o + tail + c_p + rest
+        prompt = evidence + head + context + mid + c_o + tail + c_p + rest
         room = await self.guard.completion_room(prompt)
         write = lambda penalty=None: self._write_call(  # noqa: E731
             trace, "final", prompt, room, **({"repetition_penalty": penalty} if penalty else {}))
@@ -332,6 +341,8 @@ class ScaleCap:
         fields = fingerprint_fields(models, self.settings, self.prompts.sha256[:16], self.tagger.name)
         fields["settings"]["constrained_instructions"] = self.constrained
         fields["settings"]["scorer_is_captioner"] = self.scorer is self.captioner
+        if self.settings.ocr != "off":  # the evidence prompt is sent only then, so hashed only then
+            fields["settings"]["evidence_prompt_hash"] = stable_hash(self.prompts.evidence)
         return Fingerprint(id=stable_hash(fields), **fields)
 
 

@@ -127,6 +127,24 @@ class AdaptiveBudget(_Record):
     waves: list[Wave] = Field(default_factory=list)
 
 
+class QuoteMark(_Record):
+    """A quote in the final caption checked against the OCR text (``text.quotes``)."""
+
+    sentence: str
+    quote: str
+    similarity: float
+    supported: bool
+    dropped: bool = False
+
+
+class OcrEvidence(_Record):
+    """What OCR read in the image (given to the writer as evidence) and the quote check of the final caption."""
+
+    engine: str
+    text: str
+    quotes: list[QuoteMark] = Field(default_factory=list)
+
+
 class StageUsage(_Record):
     calls: int = 0
     prompt_tokens: int = 0
@@ -175,6 +193,7 @@ class CaptionResult(_Record):
     correction: Correction | None = None  # --self-correct: the re-checked caption and how it came to be
     adaptive_budget: AdaptiveBudget | None = None  # --budget auto: the waves and why they stopped
     filter_hits: list[FilterHit] = Field(default_factory=list)  # the degenerate-output filter's findings
+    ocr: OcrEvidence | None = None  # --ocr: the text read in the image and the quotes checked against it
     usage: dict[str, StageUsage] = Field(default_factory=dict)
     skipped: dict[str, str] = Field(default_factory=dict)  # stage -> why it made no model call
     notes: list[str] = Field(default_factory=list)
