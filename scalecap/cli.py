@@ -113,6 +113,10 @@ def caption(
     ocr: Optional[str] = typer.Option(None, "--ocr", help="off (default), auto (documents, infographics, UI, code: "
                                       "a declared or routed domain) or on: OCR text as the writer's evidence, quotes "
                                       "in the caption checked against it."),
+    route: Optional[str] = typer.Option(None, "--route", help="off (default) or auto: one multiple-choice call to "
+                                        "the captioner picks each image's domain (and its prompts)."),
+    domain: Optional[str] = typer.Option(None, "--domain", help="Declare every image's domain (a 'domain' column in "
+                                         "the data wins); see prompts/domains/."),
     tau: Optional[float] = typer.Option(None, help="Sentence threshold (default per score mode)."),
     score_mode: Optional[str] = typer.Option(None, help="prob (paper), logprob or logit."),
     preset: Optional[str] = typer.Option(None, help="Prompt preset name or folder."),
@@ -161,7 +165,8 @@ def caption(
                                        trust_remote_code)
     given = {"budget": budget, "tau": tau, "score_mode": score_mode, "preset": preset, "tagger": tagger,
              "store_tokens": store_tokens or None, "self_correct": self_correct or None,
-             "degenerate_filter": None if degenerate_filter else False, "ocr": ocr}
+             "degenerate_filter": None if degenerate_filter else False, "ocr": ocr, "route": route,
+             "domain": domain}
     settings_dict = {**file_settings, **parse_sets(set_), **{k: v for k, v in given.items() if v is not None}}
     try:
         settings = Settings(**settings_dict)

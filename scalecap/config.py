@@ -153,6 +153,12 @@ class Settings(BaseModel):
     ocr_domains: tuple[str, ...] = ("infographic_document", "ui", "code")
     quote_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
     drop_unsupported_quotes: bool = False
+    # Domains (domains.py): a declared domain (the item's ``domain`` column, else ``domain``) or, with
+    # route="auto", one constrained multiple-choice call to the router model; each domain's folder
+    # may override the preset's prompts. ``domains_dir``: a folder of extra domain folders.
+    route: Literal["off", "auto"] = "off"
+    domain: str | None = None
+    domains_dir: str | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -40,6 +40,7 @@ from .rating import RatedText, rate_text
 from .records import CaptionResult, Correction, FilterHit, Fingerprint, Question, Summaries
 from .screen import Screen
 from .evidence import OcrTool
+from .domains import Presets, Router, load_domains
 from .stages import STAGES, StageFailure, Trace, timed
 from .text.content import load_tagger
 from .text.tagging import TaggingPool
@@ -63,10 +64,12 @@ class ScaleCap:
     """
 
     def __init__(self, model: Any = None, *, captioner: Any = None, scorer: Any = None, writer: Any = None,
-                 settings: Settings | None = None, tagger_workers: int | None = None, **overrides: Any) -> None:
+                 router: Any = None, settings: Settings | None = None, tagger_workers: int | None = None, **overrides: Any) -> None:
         base = settings or Settings()
         self.settings = Settings.model_validate({**base.model_dump(), **overrides}) if overrides else base
-        self.backends = _bind_roles(model, captioner=captioner, scorer=scorer, writer=writer)
+        routed = self.settings.route == "auto" or router is not None
+        self.backends = _bind_roles(model, captioner=captioner, scorer=scorer, writer=writer,
+                                    **({"router": router} if routed else {}))
         self.captioner, self.scorer, self.writer = (self.backends[r] for r in ("captioner", "scorer", "writer"))
         self.prompts: PromptSet = load_preset(self.settings.preset)
         if self.settings.self_correct and self.prompts.correct is None:
@@ -84,6 +87,10 @@ class ScaleCap:
         self.guard = ContextGuard(self.writer.count_tokens, lambda: _window(self.writer, self.settings),
                                   self.settings.max_tokens_summary, self.prompts.system)
         self.budget = budget_for(self.settings, self._content_words)
+        self.domains = load_domains(self.settings.domains_dir)
+        self.presets = Presets(self.prompts, self.domains)
+        self.router = Router(self.settings, self.domains, self.backends.get("router", self.captioner),
+                             self.prompts.system)
         self.screen = Screen(self.settings)
         self.ocr = OcrTool(self.settings, self.prompts.evidence)
         self.fingerprint = self._make_fingerprint()
@@ -113,7 +120,7 @@ class ScaleCap:
             data = await asyncio.to_thread(item.read_bytes)
             image, notes = await asyncio.to_thread(image_ref, data, self.settings.max_pixels)
             result.notes.extend(notes)
-            await self._run(image, result, trace, item.meta.get("domain"))
+            await self._run(image, result, trace, item.meta)
         except ImageError as exc:
             result.status, result.error, result.error_kind = "failed", str(exc), exc.kind
         except OSError as exc:
@@ -137,8 +144,12 @@ class ScaleCap:
             await backend.aclose()
 
     # ------------------------------------------------------------------ the method
-    async def _run(self, image: ImageRef, result: CaptionResult, trace: Trace, domain: str | None) -> None:
-        p, s = self.prompts, self.settings
+    async def _run(self, image: ImageRef, result: CaptionResult, trace: Trace, meta: dict[str, Any]) -> None:
+        # 0. The image's domain: declared in the data or by the run, else routed (one multiple-choice
+        #    call); it picks the prompts (the domain's preset folder over the run's preset).
+        result.domain = await self.router.resolve(trace, image, meta)
+        domain = result.domain.id if result.domain else None
+        p, s = self.presets.for_domain(domain), self.settings
 
         # 1. First caption.
         #    Every generated text is screened for degenerate output (loops, refusals, drift...).
@@ -193,7 +204,7 @@ class ScaleCap:
         #    and only corrected sentences the image supports stay (rated as in step 2).
         if s.self_correct:
             with timed(trace, "correction"):
-                result.correction = await self._self_correct(trace, image, result.final_caption)
+                result.correction = await self._self_correct(trace, image, result.final_caption, p)
 
     # ------------------------------------------------------------------ stages
     async def _generate(self, backend: Backend, trace: Trace, stage: str, user: str, image: ImageRef | None,
@@ -301,13 +312,14 @@ class ScaleCap:
         write = lambda prompt, n: self._write(trace, "final", prompt, n)  # noqa: E731
         return "\n".join(await self.guard.fit(text.splitlines(), room, template, write))
 
-    async def _self_correct(self, trace: Trace, image: ImageRef, caption: str | None) -> Correction | None:
+    async def _self_correct(self, trace: Trace, image: ImageRef, caption: str | None,
+                            p: PromptSet) -> Correction | None:
         """The correction turn in the captioner's conversation (image, P_cap, the caption as its reply),
         its reply rated under P_cap like a first caption (see ``correction.py`` for why)."""
         if not caption:
             trace.skip("correction", "the final caption is empty: nothing to re-check")
             return None
-        s, p = self.settings, self.prompts
+        s = self.settings
         assert p.correct is not None  # checked in __init__
         params = GenerationParams(max_tokens=s.max_tokens_correction, temperature=s.correction_temperature,
                                   top_p=s.correction_top_p, repetition_penalty=s.repetition_penalty, seed=s.seed)
@@ -341,6 +353,7 @@ class ScaleCap:
         fields = fingerprint_fields(models, self.settings, self.prompts.sha256[:16], self.tagger.name)
         fields["settings"]["constrained_instructions"] = self.constrained
         fields["settings"]["scorer_is_captioner"] = self.scorer is self.captioner
+        fields["settings"]["domain_prompt_hashes"] = self.presets.hashes()
         if self.settings.ocr != "off":  # the evidence prompt is sent only then, so hashed only then
             fields["settings"]["evidence_prompt_hash"] = stable_hash(self.prompts.evidence)
         return Fingerprint(id=stable_hash(fields), **fields)
@@ -351,7 +364,7 @@ def _bind_roles(model: Any, **roles: Any) -> dict[str, Backend]:
     opened: dict[str, Backend] = {}
     bound: dict[str, Backend] = {}
     for role, spec in roles.items():
-        if spec is None and role == "scorer":
+        if spec is None and role in ("scorer", "router"):
             spec = roles["captioner"]  # METHOD section 2: rate with the model that wrote the text
         spec = spec if spec is not None else model
         if spec is None:

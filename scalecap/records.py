@@ -64,6 +64,7 @@ class Question(_Record):
     truncated: bool = False  # the answer stopped at max_tokens_answer (finish_reason "length")
     # the with-image rating's values: "teacher_forced" (a scoring pass) or "generation" (reused)
     scored_from: str | None = None
+    domain: DomainInfo | None = None  # declared or routed domain (--domain, a domain column, --route auto)
     filter_hits: list[FilterHit] = Field(default_factory=list)  # the degenerate-output filter on the answer
 
 
@@ -145,6 +146,16 @@ class OcrEvidence(_Record):
     quotes: list[QuoteMark] = Field(default_factory=list)
 
 
+class DomainInfo(_Record):
+    """The image's domain (``domains.py``): declared in the data or by the run, or routed by a model.
+    ``id`` None: the router's reply named no domain (unconstrained router only; ``raw`` holds it)."""
+
+    id: str | None
+    source: Literal["declared", "routed"]
+    confidence: int | None = None  # routed: 1 (unsure) to 3 (certain)
+    raw: str | None = None  # an unconstrained router's reply
+
+
 class StageUsage(_Record):
     calls: int = 0
     prompt_tokens: int = 0
@@ -192,6 +203,7 @@ class CaptionResult(_Record):
     final_caption: str | None = None
     correction: Correction | None = None  # --self-correct: the re-checked caption and how it came to be
     adaptive_budget: AdaptiveBudget | None = None  # --budget auto: the waves and why they stopped
+    domain: DomainInfo | None = None  # declared or routed domain (--domain, a domain column, --route auto)
     filter_hits: list[FilterHit] = Field(default_factory=list)  # the degenerate-output filter's findings
     ocr: OcrEvidence | None = None  # --ocr: the text read in the image and the quotes checked against it
     usage: dict[str, StageUsage] = Field(default_factory=dict)

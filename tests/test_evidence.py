@@ -3,8 +3,6 @@ writer, and the final caption's quotes checked against it (a scripted backend wr
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from scalecap import ScaleCap
@@ -22,7 +20,7 @@ FINAL = f"{REAL} {INVENTED} {PLAIN}"
 
 
 def _backends():
-    captioner = ScriptedBackend(rules=[(re.escape(PROMPTS.caption), FIRST)],
+    captioner = ScriptedBackend(default=FIRST,  # the paper's first-caption prompt, or a domain's
                                 support={w: 0.9 for w in ("printed", "page", "book")}, base=0.25)
     writer = ScriptedBackend(rules=[(r"Basic Context:\n", FINAL)], default="", vision=False, can_score=False,
                              name="writer")
@@ -64,7 +62,9 @@ def test_auto_reads_only_images_of_a_text_domain(document_images):
     assert off.ocr is None and "ocr" not in off.timings
     assert writer.generations(r"Basic Context:")[0].prompt.user.startswith("Basic Context:")
     on, _ = _run(document_images["page"], meta={"domain": "infographic_document"}, ocr="auto")
+    assert on.status == "ok", on.error
     assert on.ocr is not None and "markers of the coins" in on.ocr.text
+    assert on.domain.id == "infographic_document"
 
 
 def test_ocr_off_is_the_default_and_sends_no_evidence(document_images):

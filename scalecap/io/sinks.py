@@ -308,7 +308,7 @@ class _ShardedSink(Sink):
 #: Parquet columns: the scalar fields of a record, then its nested fields as JSON strings.
 SCALAR_FIELDS = ("id", "source", "status", "error", "error_kind", "first_caption", "final_caption")
 JSON_FIELDS = ("sentences", "questions", "summaries", "usage", "notes", "meta", "fingerprint", "timings", "skipped",
-               "correction", "adaptive_budget", "filter_hits", "ocr")
+               "correction", "adaptive_budget", "filter_hits", "ocr", "domain")
 
 
 def record_to_row(record: CaptionResult) -> dict[str, Any]:
