@@ -64,7 +64,6 @@ class Question(_Record):
     truncated: bool = False  # the answer stopped at max_tokens_answer (finish_reason "length")
     # the with-image rating's values: "teacher_forced" (a scoring pass) or "generation" (reused)
     scored_from: str | None = None
-    domain: DomainInfo | None = None  # declared or routed domain (--domain, a domain column, --route auto)
     filter_hits: list[FilterHit] = Field(default_factory=list)  # the degenerate-output filter on the answer
 
 
