@@ -79,6 +79,9 @@ class Presets:
             folder = self.domains[domain].folder
             overrides = {n: (folder / f"{n}.txt").read_text(encoding="utf-8")
                          for n in _NAMES + _OPTIONAL + _TOOLS if (folder / f"{n}.txt").is_file()}
+            for n in ("system", "evidence"):
+                if n in overrides:
+                    raise ValueError(f"domain {domain}: {n}.txt comes from the run's preset, not a domain folder")
             if "{}" in overrides.get("caption", ""):
                 raise ValueError(f"domain {domain}: caption.txt takes no {{}} slot")
             for n in ("instructions", "object_summary", "position_summary", "final"):

@@ -10,7 +10,10 @@ the number of object questions.
 
 Beyond the paper, two optional rooms (each its own module, chosen by settings): an adaptive budget
 that asks in waves and stops when answers add nothing new (``budget.py``), and a self-correction
-turn whose corrections are rated like everything else (``correction.py``).
+turn whose corrections are rated like everything else (``correction.py``). Around the steps: the
+image's domain picks its prompts (``domains.py``), OCR gives the writer the image's text and checks
+the caption's quotes (``evidence.py``), and every generated text is screened for degenerate output
+(``screen.py``).
 
 This module knows the backend *protocol* only, never a concrete backend, and nothing of files,
 shards or clusters: ``Engine`` keeps many images in flight, ``scalecap.io`` reads and writes.
@@ -173,7 +176,7 @@ class ScaleCap:
 
         # 3. Heuristic questions: objects per golden sentence, de-duplicated, cut to the budget N.
         with timed(trace, "instructions"):
-            per_sentence = await self._instructions(trace, golden)
+            per_sentence = await self._instructions(trace, golden, p)
         objects = plan_objects(per_sentence, s.budget)
 
         # 4. Answers about the same image, each rated like the caption: all at once, or (adaptive
@@ -192,7 +195,7 @@ class ScaleCap:
 
         # 6. Final caption from the golden sentences (basic context) and both summaries.
         with timed(trace, "final"):
-            result.final_caption = await self._integrate(trace, result, golden, c_o or "", c_p or "",
+            result.final_caption = await self._integrate(trace, result, p, golden, c_o or "", c_p or "",
                                                          self.ocr.brief(ocr))
         #    Quotes of text in the image are checked against what the OCR read.
         if ocr is not None:
@@ -244,7 +247,7 @@ class ScaleCap:
         return rate_text(text, with_image, without_image, content, self.settings.score_mode,
                          self.settings.effective_tau, self.settings.store_tokens)
 
-    async def _instructions(self, trace: Trace, golden: list[str]) -> list[list[str]]:
+    async def _instructions(self, trace: Trace, golden: list[str], p: PromptSet) -> list[list[str]]:
         """The object names of each golden sentence, as the writer gave them (not yet de-duplicated).
 
         The sentences are asked concurrently, so none knows what the others used of the budget: one
@@ -256,7 +259,7 @@ class ScaleCap:
         if self.constrained:
             params = {"regex": instruction_regex(self.settings.budget)}
         outputs = await asyncio.gather(*(
-            self._write_call(trace, "instructions", self.prompts.instructions.replace("{}", sentence, 1),
+            self._write_call(trace, "instructions", p.instructions.replace("{}", sentence, 1),
                              self.settings.max_tokens_instructions, **params) for sentence in golden))
         # A line cut by the token limit would give a cut name ("advertisemen"): it is dropped.
         return [parse_instructions(o.text, truncated=o.finish_reason == "length") for o in outputs]
@@ -290,18 +293,18 @@ class ScaleCap:
         prompt = template.replace("{}", "\n".join(lines), 1)
         return await self._write(trace, stage, prompt, await self.guard.completion_room(prompt))
 
-    async def _integrate(self, trace: Trace, result: CaptionResult, golden: list[str], c_o: str, c_p: str,
-                         evidence: str = "") -> str:
-        head, mid, tail, rest = self.prompts.final.split("{}")
+    async def _integrate(self, trace: Trace, result: CaptionResult, p: PromptSet, golden: list[str], c_o: str,
+                         c_p: str, evidence: str = "") -> str:
+        head, mid, tail, rest = p.final.split("{}")
         context = "\n".join(golden)
-        room = await self.guard.input_room(self.prompts.final)
+        room = await self.guard.input_room(p.final)
         if room is not None and await self.guard.count("\n".join((context, c_o, c_p))) > room:
             # Guard the window: condense the two summaries to fit beside the basic context.
             share = (room - await self.guard.count(context)) // 2
             if share < 64:
                 raise ContextOverflow(f"the golden sentences alone nearly fill the writer's {room}-token input room")
-            c_o, c_p = await asyncio.gather(self._condense(trace, self.prompts.object_summary, c_o, share),
-                                            self._condense(trace, self.prompts.position_summary, c_p, share))
+            c_o, c_p = await asyncio.gather(self._condense(trace, p.object_summary, c_o, share),
+                                            self._condense(trace, p.position_summary, c_p, share))
         prompt = evidence + head + context + mid + c_o + tail + c_p + rest
         room = await self.guard.completion_room(prompt)
         write = lambda penalty=None: self._write_call(  # noqa: E731

@@ -91,10 +91,16 @@ def test_a_user_domain_is_a_folder(tmp_path):
     folder.mkdir()
     (folder / "domain.toml").write_text('name = "Satellite"\norder = 9\ndescription = "aerial and satellite views"\n')
     (folder / "caption.txt").write_text("Describe this satellite image: land cover, roads, buildings, water.")
+    (folder / "final.txt").write_text("Seen from above:\n{}\nDetails:\n{}\nWhere:\n{}\nWrite one map-like paragraph.")
     captioner, writer = _scripted("satellite 1")
     r = _run(captioner, writer, route="auto", domains_dir=str(tmp_path))
     assert (r.domain.id, r.domain.confidence) == ("satellite", 1)
     assert captioner.generations()[1].prompt.user.startswith("Describe this satellite image")
+    (final,) = writer.generations()
+    assert final.prompt.user.startswith("Seen from above:\n") and final.prompt.user.endswith("map-like paragraph.")
+    (folder / "system.txt").write_text("You are a map.")
+    with pytest.raises(ValueError, match="system.txt comes from the run's preset"):
+        _run(*_scripted(), meta={"domain": "satellite"}, domains_dir=str(tmp_path))
 
 
 @pytest.mark.slow
