@@ -107,6 +107,16 @@ def caption(
                                          "'auto[:MAX]': ask in waves, stop when answers add nothing new."),
     self_correct: bool = typer.Option(False, "--self-correct", help="Let the captioner re-check the final caption; "
                                       "keep only corrected sentences the image supports."),
+    degenerate_filter: bool = typer.Option(True, "--degenerate-filter/--no-degenerate-filter",
+                                           help="Check captions and answers for loops, refusals, script drift and "
+                                                "truncation (model-free; actions via --set degenerate_actions=...)."),
+    ocr: Optional[str] = typer.Option(None, "--ocr", help="off (default), auto (documents, infographics, UI, code: "
+                                      "a declared or routed domain) or on: OCR text as the writer's evidence, quotes "
+                                      "in the caption checked against it."),
+    route: Optional[str] = typer.Option(None, "--route", help="off (default) or auto: one multiple-choice call to "
+                                        "the captioner picks each image's domain (and its prompts)."),
+    domain: Optional[str] = typer.Option(None, "--domain", help="Declare every image's domain (a 'domain' column in "
+                                         "the data wins); see prompts/domains/."),
     tau: Optional[float] = typer.Option(None, help="Sentence threshold (default per score mode)."),
     score_mode: Optional[str] = typer.Option(None, help="prob (paper), logprob or logit."),
     preset: Optional[str] = typer.Option(None, help="Prompt preset name or folder."),
@@ -163,7 +173,9 @@ def caption(
     roles, file_settings = build_roles(model, captioner, scorer, writer, api_base, api_key_env, config,
                                        trust_remote_code)
     given = {"budget": budget, "tau": tau, "score_mode": score_mode, "preset": preset, "tagger": tagger,
-             "store_tokens": store_tokens or None, "self_correct": self_correct or None}
+             "store_tokens": store_tokens or None, "self_correct": self_correct or None,
+             "degenerate_filter": None if degenerate_filter else False, "ocr": ocr, "route": route,
+             "domain": domain}
     settings_dict = {**file_settings, **parse_sets(set_), **{k: v for k, v in given.items() if v is not None}}
     try:
         settings = Settings(**settings_dict)

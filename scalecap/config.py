@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from . import __version__
 
 ScoreMode = Literal["prob", "logprob", "logit"]
+FilterAction = Literal["mark", "drop", "retry"]
 ROLES = ("captioner", "scorer", "writer")
 
 #: Default threshold per score mode. The paper publishes no value of tau; these are ours, chosen so
@@ -132,6 +133,32 @@ class Settings(BaseModel):
     max_tokens_correction: int = 1024
     correction_temperature: float = Field(default=0.0, ge=0.0)
     correction_top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    # Degenerate-output filter (screen.py; model-free, on by default): first caption, answers and
+    # final caption checked for loops, refusals, script drift, length, truncation (and, opt-in, stock
+    # openings); ``degenerate_actions`` maps a reason code to mark / drop / retry (default: mark all).
+    degenerate_filter: bool = True
+    degenerate_actions: dict[str, FilterAction] = Field(default_factory=dict)
+    degenerate_retry_penalty: float = Field(default=1.2, gt=0.0)
+    strip_stock_opening: bool = False
+    degenerate_min_chars: int = Field(default=8, ge=0)
+    degenerate_max_chars: int = Field(default=60_000, ge=1)
+    degenerate_min_distinct_ratio: float = Field(default=0.35, ge=0.0, le=1.0)
+    degenerate_max_foreign_share: float = Field(default=0.35, ge=0.0, le=1.0)
+    # OCR evidence (evidence.py): "on" for every image, "auto" for the domains in ``ocr_domains`` (a
+    # declared or routed domain), "off". The OCR text reaches the writer through the preset's
+    # evidence.txt; quotes in the final caption the OCR does not contain (fuzzy, ``quote_threshold``)
+    # are marked in the record, and dropped with their sentence when ``drop_unsupported_quotes``.
+    ocr: Literal["off", "auto", "on"] = "off"
+    ocr_engine: Literal["tesseract", "rapidocr"] = "tesseract"
+    ocr_domains: tuple[str, ...] = ("infographic_document", "ui", "code")
+    quote_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    drop_unsupported_quotes: bool = False
+    # Domains (domains.py): a declared domain (the item's ``domain`` column, else ``domain``) or, with
+    # route="auto", one constrained multiple-choice call to the router model; each domain's folder
+    # may override the preset's prompts. ``domains_dir``: a folder of extra domain folders.
+    route: Literal["off", "auto"] = "off"
+    domain: str | None = None
+    domains_dir: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -152,6 +179,22 @@ class Settings(BaseModel):
     def _parse_budget(cls, v: Any) -> Any:
         if isinstance(v, str):
             return None if v.strip().lower() in ("all", "none", "") else int(v)
+        return v
+
+    @field_validator("degenerate_actions", mode="before")
+    @classmethod
+    def _parse_actions(cls, v: Any) -> Any:
+        """``"repetition=retry,refusal=drop"`` (as ``--set`` gives it) or a mapping; codes checked."""
+        from .text.degenerate import CODES
+
+        if isinstance(v, str):
+            pairs = [p.partition("=") for p in v.split(",") if p.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ValueError(f"degenerate_actions {v!r}: expected CODE=ACTION[,CODE=ACTION...]")
+            v = {k.strip(): a.strip() for k, _, a in pairs}
+        for code in v or {}:
+            if code not in CODES:
+                raise ValueError(f"degenerate_actions: unknown check {code!r}; choose from {', '.join(CODES)}")
         return v
 
     @property

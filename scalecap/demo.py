@@ -7,6 +7,7 @@ gibberish; the demo says so, and says how to point the tool at real models.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,10 @@ DEMO_SETTINGS = dict(max_tokens_caption=64, max_tokens_instructions=40, max_toke
                      max_tokens_summary=64, budget=3, tau=0.0)
 
 
+#: The demo photos whose domain the manifest declares.
+DOCUMENTS = {"page.png": "infographic_document"}
+
+
 def sample_photos() -> list[Path]:
     """Real photos that ship inside well-known wheels (whichever of them are installed)."""
     found: list[Path] = []
@@ -27,7 +32,7 @@ def sample_photos() -> list[Path]:
         import skimage.data
 
         folder = Path(skimage.data.__file__).parent
-        found += [folder / n for n in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")]
+        found += [folder / n for n in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "page.png")]
     except ImportError:
         pass
     try:
@@ -46,6 +51,17 @@ def sample_photos() -> list[Path]:
     return [p for p in found if p.is_file()]
 
 
+def _ocr_available(console: Console) -> bool:
+    from .tools.ocr import OcrError, open_ocr
+
+    try:
+        open_ocr("tesseract")
+    except OcrError as exc:
+        console.print(f"[yellow]no OCR evidence for the document photo: {exc}[/]")
+        return False
+    return True
+
+
 def run_demo(out: Path, concurrency: int, console: Console) -> int:
     from .pipeline import ScaleCap
     from .testing.tiny_models import build_tiny_models, default_cache_dir
@@ -61,10 +77,17 @@ def run_demo(out: Path, concurrency: int, console: Console) -> int:
             shutil.copyfile(p, images / p.name)
     console.print(f"building (or reusing) tiny random models in {default_cache_dir()} ...")
     models = build_tiny_models(default_cache_dir(), ("qwen2vl",))
+    # A manifest declares the printed page a document (a ``domain`` column): it gets the document
+    # domain's first-caption prompt and, where an OCR engine is installed, OCR evidence.
+    manifest = out / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({"id": p.name, "image": str((images / p.name).resolve()),
+                                            **({"domain": DOCUMENTS[p.name]} if p.name in DOCUMENTS else {})}) + "\n"
+                                for p in photos), encoding="utf-8")
+    ocr = "auto" if _ocr_available(console) else "off"
     # one model plays all three roles, METHOD.md's simple default (one Qwen2-VL on one GPU)
-    sc = ScaleCap(model=str(models["qwen2vl"]), **DEMO_SETTINGS)
+    sc = ScaleCap(model=str(models["qwen2vl"]), ocr=ocr, **DEMO_SETTINGS)
     output = out / "captions.jsonl"
-    summary = run_job(sc, CaptionJob(inputs=[str(images)], output=output, concurrency=concurrency, resume=False))
+    summary = run_job(sc, CaptionJob(inputs=[str(manifest)], output=output, concurrency=concurrency, resume=False))
     console.print(f"\ncaptioned {summary.ok} of {summary.total} photos in {summary.seconds:.1f}s "
                   f"({(summary.ok + summary.failed) / max(summary.seconds, 1e-9) * 60:.0f} images/min) -> {output}")
     from .records import CaptionResult

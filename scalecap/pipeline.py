@@ -10,7 +10,10 @@ the number of object questions.
 
 Beyond the paper, two optional rooms (each its own module, chosen by settings): an adaptive budget
 that asks in waves and stops when answers add nothing new (``budget.py``), and a self-correction
-turn whose corrections are rated like everything else (``correction.py``).
+turn whose corrections are rated like everything else (``correction.py``). Around the steps: the
+image's domain picks its prompts (``domains.py``), OCR gives the writer the image's text and checks
+the caption's quotes (``evidence.py``), and every generated text is screened for degenerate output
+(``screen.py``).
 
 This module knows the backend *protocol* only, never a concrete backend, and nothing of files,
 shards or clusters: ``Engine`` keeps many images in flight, ``scalecap.io`` reads and writes.
@@ -37,7 +40,10 @@ from .correction import self_correct
 from .images import ImageError, ImageItem, image_ref
 from .prompts import PromptSet, load_preset
 from .rating import RatedText, rate_text
-from .records import CaptionResult, Correction, Fingerprint, Question, Summaries
+from .records import CaptionResult, Correction, FilterHit, Fingerprint, Question, Summaries
+from .screen import Screen
+from .evidence import OcrTool
+from .domains import Presets, Router, load_domains
 from .stages import STAGES, StageFailure, Trace, timed
 from .text.content import load_tagger
 from .text.tagging import TaggingPool
@@ -61,10 +67,12 @@ class ScaleCap:
     """
 
     def __init__(self, model: Any = None, *, captioner: Any = None, scorer: Any = None, writer: Any = None,
-                 settings: Settings | None = None, tagger_workers: int | None = None, **overrides: Any) -> None:
+                 router: Any = None, settings: Settings | None = None, tagger_workers: int | None = None, **overrides: Any) -> None:
         base = settings or Settings()
         self.settings = Settings.model_validate({**base.model_dump(), **overrides}) if overrides else base
-        self.backends = _bind_roles(model, captioner=captioner, scorer=scorer, writer=writer)
+        routed = self.settings.route == "auto" or router is not None
+        self.backends = _bind_roles(model, captioner=captioner, scorer=scorer, writer=writer,
+                                    **({"router": router} if routed else {}))
         self.captioner, self.scorer, self.writer = (self.backends[r] for r in ("captioner", "scorer", "writer"))
         self.prompts: PromptSet = load_preset(self.settings.preset)
         if self.settings.self_correct and self.prompts.correct is None:
@@ -82,6 +90,12 @@ class ScaleCap:
         self.guard = ContextGuard(self.writer.count_tokens, lambda: _window(self.writer, self.settings),
                                   self.settings.max_tokens_summary, self.prompts.system)
         self.budget = budget_for(self.settings, self._content_words)
+        self.domains = load_domains(self.settings.domains_dir)
+        self.presets = Presets(self.prompts, self.domains)
+        self.router = Router(self.settings, self.domains, self.backends.get("router", self.captioner),
+                             self.prompts.system)
+        self.screen = Screen(self.settings)
+        self.ocr = OcrTool(self.settings, self.prompts.evidence)
         self.fingerprint = self._make_fingerprint()
 
     # ------------------------------------------------------------------ public API
@@ -109,7 +123,7 @@ class ScaleCap:
             data = await asyncio.to_thread(item.read_bytes)
             image, notes = await asyncio.to_thread(image_ref, data, self.settings.max_pixels)
             result.notes.extend(notes)
-            await self._run(image, result, trace)
+            await self._run(image, result, trace, item.meta)
         except ImageError as exc:
             result.status, result.error, result.error_kind = "failed", str(exc), exc.kind
         except OSError as exc:
@@ -134,12 +148,21 @@ class ScaleCap:
             await backend.aclose()
 
     # ------------------------------------------------------------------ the method
-    async def _run(self, image: ImageRef, result: CaptionResult, trace: Trace) -> None:
-        p, s = self.prompts, self.settings
+    async def _run(self, image: ImageRef, result: CaptionResult, trace: Trace, meta: dict[str, Any]) -> None:
+        # 0. The image's domain: declared in the data or by the run, else routed (one multiple-choice
+        #    call); it picks the prompts (the domain's preset folder over the run's preset).
+        result.domain = await self.router.resolve(trace, image, meta)
+        domain = result.domain.id if result.domain else None
+        p, s = self.presets.for_domain(domain), self.settings
 
         # 1. First caption.
+        #    Every generated text is screened for degenerate output (loops, refusals, drift...).
+        #    OCR, for domains whose text matters, reads the image meanwhile (the writer's evidence).
         with timed(trace, "caption"):
-            first = (await self._caption(trace, "caption", p.caption, image, s.max_tokens_caption)).text
+            caption = lambda penalty=None: self._caption(trace, "caption", p.caption, image,  # noqa: E731
+                                                         s.max_tokens_caption, penalty)
+            first_out, ocr = await asyncio.gather(caption(), self.ocr.read(trace, image, domain))
+            first = (await self.screen(result.filter_hits, "caption", first_out, caption)).text
         result.first_caption = first
         if not first:
             raise StageFailure("empty_caption", "the captioner returned an empty first caption: nothing to rate")
@@ -154,7 +177,7 @@ class ScaleCap:
 
         # 3. Heuristic questions: objects per golden sentence, de-duplicated, cut to the budget N.
         with timed(trace, "instructions"):
-            per_sentence = await self._instructions(trace, golden)
+            per_sentence = await self._instructions(trace, golden, p)
         objects = plan_objects(per_sentence, s.budget)
 
         # 4. Answers about the same image, each rated like the caption: all at once, or (adaptive
@@ -173,7 +196,11 @@ class ScaleCap:
 
         # 6. Final caption from the golden sentences (basic context) and both summaries.
         with timed(trace, "final"):
-            result.final_caption = await self._integrate(trace, golden, c_o or "", c_p or "")
+            result.final_caption = await self._integrate(trace, result, p, golden, c_o or "", c_p or "",
+                                                         self.ocr.brief(ocr))
+        #    Quotes of text in the image are checked against what the OCR read.
+        if ocr is not None:
+            result.final_caption, result.ocr = self.ocr.check(result.final_caption, ocr)
         if not result.final_caption:
             result.notes.append("the writer returned an empty final caption")
 
@@ -181,7 +208,7 @@ class ScaleCap:
         #    and only corrected sentences the image supports stay (rated as in step 2).
         if s.self_correct:
             with timed(trace, "correction"):
-                result.correction = await self._self_correct(trace, image, result.final_caption)
+                result.correction = await self._self_correct(trace, image, result.final_caption, p)
 
     # ------------------------------------------------------------------ stages
     async def _generate(self, backend: Backend, trace: Trace, stage: str, user: str, image: ImageRef | None,
@@ -193,20 +220,21 @@ class ScaleCap:
         # template's own when a server re-tokenises the text for scoring.
         return Generation(out.text.strip(), out.prompt_tokens, out.completion_tokens, out.finish_reason)
 
-    async def _caption(self, trace: Trace, stage: str, user: str, image: ImageRef, max_tokens: int) -> Generation:
+    async def _caption(self, trace: Trace, stage: str, user: str, image: ImageRef, max_tokens: int,
+                       repetition_penalty: float | None = None) -> Generation:
         s = self.settings
         return await self._generate(self.captioner, trace, stage, user, image, GenerationParams(
             max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p,
-            repetition_penalty=s.repetition_penalty, seed=s.seed))
+            repetition_penalty=repetition_penalty or s.repetition_penalty, seed=s.seed))
 
     async def _write(self, trace: Trace, stage: str, user: str, max_tokens: int, **params: Any) -> str:
         return (await self._write_call(trace, stage, user, max_tokens, **params)).text
 
     async def _write_call(self, trace: Trace, stage: str, user: str, max_tokens: int, **params: Any) -> Generation:
         s = self.settings
+        params = {"repetition_penalty": s.writer_repetition_penalty, **params}
         return await self._generate(self.writer, trace, stage, user, None, GenerationParams(
-            max_tokens=max_tokens, temperature=s.writer_temperature, top_p=s.writer_top_p,
-            repetition_penalty=s.writer_repetition_penalty, seed=s.seed, **params))
+            max_tokens=max_tokens, temperature=s.writer_temperature, top_p=s.writer_top_p, seed=s.seed, **params))
 
     async def _rate(self, trace: Trace, stage: str, question: str, text: str, image: ImageRef) -> RatedText:
         prompt = ChatPrompt(user=question, system=self.prompts.system, image=image)
@@ -220,7 +248,7 @@ class ScaleCap:
         return rate_text(text, with_image, without_image, content, self.settings.score_mode,
                          self.settings.effective_tau, self.settings.store_tokens)
 
-    async def _instructions(self, trace: Trace, golden: list[str]) -> list[list[str]]:
+    async def _instructions(self, trace: Trace, golden: list[str], p: PromptSet) -> list[list[str]]:
         """The object names of each golden sentence, as the writer gave them (not yet de-duplicated).
 
         The sentences are asked concurrently, so none knows what the others used of the budget: one
@@ -232,7 +260,7 @@ class ScaleCap:
         if self.constrained:
             params = {"regex": instruction_regex(self.settings.budget)}
         outputs = await asyncio.gather(*(
-            self._write_call(trace, "instructions", self.prompts.instructions.replace("{}", sentence, 1),
+            self._write_call(trace, "instructions", p.instructions.replace("{}", sentence, 1),
                              self.settings.max_tokens_instructions, **params) for sentence in golden))
         # A line cut by the token limit would give a cut name ("advertisemen"): it is dropped.
         return [parse_instructions(o.text, truncated=o.finish_reason == "length") for o in outputs]
@@ -243,12 +271,15 @@ class ScaleCap:
 
     async def _answer(self, trace: Trace, image: ImageRef, obj: str, kind: str) -> Question:
         instruction = (OBJECT_TEMPLATE if kind == "object" else POSITION_TEMPLATE).format(obj)
-        out = await self._caption(trace, "answers", instruction, image, self.settings.max_tokens_answer)
+        answer = lambda penalty=None: self._caption(trace, "answers", instruction, image,  # noqa: E731
+                                                    self.settings.max_tokens_answer, penalty)
+        hits: list[FilterHit] = []
+        out = await self.screen(hits, "answers", await answer(), answer)
         rated = await self._rate(trace, "answer_rating", instruction, out.text, image)
         # Rejected sentences are dropped; an answer with nothing left is dropped with its object.
         return Question(object=obj, kind=kind, instruction=instruction, answer=out.text,
                         answer_sentences=rated.sentences, kept=any(s.kept for s in rated.sentences),
-                        truncated=out.finish_reason == "length", scored_from=rated.scored_from)
+                        truncated=out.finish_reason == "length", scored_from=rated.scored_from, filter_hits=hits)
 
     async def _summarise(self, trace: Trace, stage: str, template: str, lines: list[str]) -> str | None:
         """One summary, with its input condensed first if it would overflow the writer's window.
@@ -263,31 +294,36 @@ class ScaleCap:
         prompt = template.replace("{}", "\n".join(lines), 1)
         return await self._write(trace, stage, prompt, await self.guard.completion_room(prompt))
 
-    async def _integrate(self, trace: Trace, golden: list[str], c_o: str, c_p: str) -> str:
-        head, mid, tail, rest = self.prompts.final.split("{}")
+    async def _integrate(self, trace: Trace, result: CaptionResult, p: PromptSet, golden: list[str], c_o: str,
+                         c_p: str, evidence: str = "") -> str:
+        head, mid, tail, rest = p.final.split("{}")
         context = "\n".join(golden)
-        room = await self.guard.input_room(self.prompts.final)
+        room = await self.guard.input_room(p.final)
         if room is not None and await self.guard.count("\n".join((context, c_o, c_p))) > room:
             # Guard the window: condense the two summaries to fit beside the basic context.
             share = (room - await self.guard.count(context)) // 2
             if share < 64:
                 raise ContextOverflow(f"the golden sentences alone nearly fill the writer's {room}-token input room")
-            c_o, c_p = await asyncio.gather(self._condense(trace, self.prompts.object_summary, c_o, share),
-                                            self._condense(trace, self.prompts.position_summary, c_p, share))
-        prompt = head + context + mid + c_o + tail + c_p + rest
-        return await self._write(trace, "final", prompt, await self.guard.completion_room(prompt))
+            c_o, c_p = await asyncio.gather(self._condense(trace, p.object_summary, c_o, share),
+                                            self._condense(trace, p.position_summary, c_p, share))
+        prompt = evidence + head + context + mid + c_o + tail + c_p + rest
+        room = await self.guard.completion_room(prompt)
+        write = lambda penalty=None: self._write_call(  # noqa: E731
+            trace, "final", prompt, room, **({"repetition_penalty": penalty} if penalty else {}))
+        return (await self.screen(result.filter_hits, "final", await write(), write)).text
 
     async def _condense(self, trace: Trace, template: str, text: str, room: int) -> str:
         write = lambda prompt, n: self._write(trace, "final", prompt, n)  # noqa: E731
         return "\n".join(await self.guard.fit(text.splitlines(), room, template, write))
 
-    async def _self_correct(self, trace: Trace, image: ImageRef, caption: str | None) -> Correction | None:
+    async def _self_correct(self, trace: Trace, image: ImageRef, caption: str | None,
+                            p: PromptSet) -> Correction | None:
         """The correction turn in the captioner's conversation (image, P_cap, the caption as its reply),
         its reply rated under P_cap like a first caption (see ``correction.py`` for why)."""
         if not caption:
             trace.skip("correction", "the final caption is empty: nothing to re-check")
             return None
-        s, p = self.settings, self.prompts
+        s = self.settings
         assert p.correct is not None  # checked in __init__
         params = GenerationParams(max_tokens=s.max_tokens_correction, temperature=s.correction_temperature,
                                   top_p=s.correction_top_p, repetition_penalty=s.repetition_penalty, seed=s.seed)
@@ -321,6 +357,9 @@ class ScaleCap:
         fields = fingerprint_fields(models, self.settings, self.prompts.sha256[:16], self.tagger.name)
         fields["settings"]["constrained_instructions"] = self.constrained
         fields["settings"]["scorer_is_captioner"] = self.scorer is self.captioner
+        fields["settings"]["domain_prompt_hashes"] = self.presets.hashes()
+        if self.settings.ocr != "off":  # the evidence prompt is sent only then, so hashed only then
+            fields["settings"]["evidence_prompt_hash"] = stable_hash(self.prompts.evidence)
         return Fingerprint(id=stable_hash(fields), **fields)
 
 
@@ -329,7 +368,7 @@ def _bind_roles(model: Any, **roles: Any) -> dict[str, Backend]:
     opened: dict[str, Backend] = {}
     bound: dict[str, Backend] = {}
     for role, spec in roles.items():
-        if spec is None and role == "scorer":
+        if spec is None and role in ("scorer", "router"):
             spec = roles["captioner"]  # METHOD section 2: rate with the model that wrote the text
         spec = spec if spec is not None else model
         if spec is None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 #: Which model role runs each pipeline stage (METHOD.md section 3).
 STAGE_ROLES: dict[str, str] = {
+    "routing": "captioner",  # the router is the captioner unless bound otherwise
     "caption": "captioner",
     "answers": "captioner",
     "caption_rating": "scorer",

@@ -41,6 +41,20 @@ class ScoredSentence(_Record):
     tokens: list[TokenDetail] | None = None
 
 
+class FilterHit(_Record):
+    """One finding of the degenerate-output filter (``screen.py``): where, which check (``code``, see
+    ``text.degenerate.CODES``), the numbers behind it, and what was done (mark, drop, retry).
+    An answer's hits are in its ``Question``; ``retry`` marks a hit of the retried text."""
+
+    stage: str
+    code: str
+    detail: str
+    value: float | None = None
+    threshold: float | None = None
+    action: Literal["mark", "drop", "retry"] = "mark"
+    retry: bool = False
+
+
 class Question(_Record):
     object: str
     kind: Literal["object", "position"]
@@ -51,6 +65,7 @@ class Question(_Record):
     truncated: bool = False  # the answer stopped at max_tokens_answer (finish_reason "length")
     # the with-image rating's values: "teacher_forced" (a scoring pass) or "generation" (reused)
     scored_from: str | None = None
+    filter_hits: list[FilterHit] = Field(default_factory=list)  # the degenerate-output filter on the answer
 
 
 class Summaries(_Record):
@@ -113,6 +128,34 @@ class AdaptiveBudget(_Record):
     waves: list[Wave] = Field(default_factory=list)
 
 
+class QuoteMark(_Record):
+    """A quote in the final caption checked against the OCR text (``text.quotes``)."""
+
+    sentence: str
+    quote: str
+    similarity: float
+    supported: bool
+    dropped: bool = False
+
+
+class OcrEvidence(_Record):
+    """What OCR read in the image (given to the writer as evidence) and the quote check of the final caption."""
+
+    engine: str
+    text: str
+    quotes: list[QuoteMark] = Field(default_factory=list)
+
+
+class DomainInfo(_Record):
+    """The image's domain (``domains.py``): declared in the data or by the run, or routed by a model.
+    ``id`` None: the router's reply named no domain (unconstrained router only; ``raw`` holds it)."""
+
+    id: str | None
+    source: Literal["declared", "routed"]
+    confidence: int | None = None  # routed: 1 (unsure) to 3 (certain)
+    raw: str | None = None  # an unconstrained router's reply
+
+
 class StageUsage(_Record):
     calls: int = 0
     prompt_tokens: int = 0
@@ -160,6 +203,9 @@ class CaptionResult(_Record):
     final_caption: str | None = None
     correction: Correction | None = None  # --self-correct: the re-checked caption and how it came to be
     adaptive_budget: AdaptiveBudget | None = None  # --budget auto: the waves and why they stopped
+    domain: DomainInfo | None = None  # declared or routed domain (--domain, a domain column, --route auto)
+    filter_hits: list[FilterHit] = Field(default_factory=list)  # the degenerate-output filter's findings
+    ocr: OcrEvidence | None = None  # --ocr: the text read in the image and the quotes checked against it
     usage: dict[str, StageUsage] = Field(default_factory=dict)
     skipped: dict[str, str] = Field(default_factory=dict)  # stage -> why it made no model call
     notes: list[str] = Field(default_factory=list)

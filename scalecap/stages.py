@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from .backends.base import BackendError, Generation
 from .records import StageUsage
 
-STAGES = ("caption", "caption_rating", "instructions", "answers", "answer_rating",
+STAGES = ("routing", "caption", "caption_rating", "instructions", "answers", "answer_rating",
           "object_summary", "position_summary", "final", "correction", "correction_rating")
 
 

@@ -45,6 +45,15 @@ def sample_images() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def document_images() -> dict[str, Path]:
+    """Real photographs of printed text from the scikit-image wheel (``page``: a book page under
+    uneven light; ``text``: hand-written and printed words), for OCR tests."""
+    skimage_data = pytest.importorskip("skimage.data")
+    folder = Path(skimage_data.__file__).parent
+    return {"page": folder / "page.png", "text": folder / "text.png"}
+
+
+@pytest.fixture(scope="session")
 def tiny_settings() -> dict:
     """Small token limits so that random models (which rarely emit EOS) finish quickly."""
     return dict(max_tokens_caption=48, max_tokens_instructions=40, max_tokens_answer=32, max_tokens_summary=48)

@@ -39,9 +39,15 @@ def test_demo_writes_valid_records_and_a_report(tmp_path, tiny_models, monkeypat
                                    for s in r.sentences)
         assert r.usage["caption"].calls == 1 and r.usage["caption_rating"].calls >= 1
     assert any(r.questions for r in records)  # the demo shows questions and answers somewhere
+    # the printed page is a declared document: its domain and (tesseract is installed here) OCR evidence
+    page = next(r for r in records if r.id == "page.png")
+    assert (page.domain.id, page.domain.source) == ("infographic_document", "declared")
+    assert "markers of the coins" in page.ocr.text
+    assert all(r.domain is None and r.ocr is None for r in records if r.id != "page.png")
 
     report = out / "report.html"
     html = report.read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>") and all(r.id in html for r in records)
+    assert "markers of the coins" in html and "infographic_document" in html  # the report shows both
     assert re.search(rf"captioned {len(photos)} of {len(photos)} photos in [\d.]+s", res.output), res.output
     assert f"audit report: {report}" in res.output and "gibberish by design" in res.output

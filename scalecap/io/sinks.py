@@ -380,7 +380,7 @@ class _ShardedSink(Sink):
 #: Parquet columns: the scalar fields of a record, then its nested fields as JSON strings.
 SCALAR_FIELDS = ("id", "source", "status", "error", "error_kind", "first_caption", "final_caption")
 JSON_FIELDS = ("sentences", "questions", "summaries", "usage", "notes", "meta", "fingerprint", "timings", "skipped",
-               "correction", "adaptive_budget")
+               "correction", "adaptive_budget", "filter_hits", "ocr", "domain")
 
 
 def _read_lines(path: Path, repair: bool = False) -> list[dict]:

@@ -14,6 +14,9 @@ from pathlib import Path
 _NAMES = ("system", "caption", "instructions", "object_summary", "position_summary", "final")
 #: Prompts a preset may lack; a stage that needs one refuses to start without it.
 _OPTIONAL = ("correct",)
+#: Optional prompts used only by an opt-in tool, hashed into the fingerprint only when it is used
+#: (so that adding one to a preset does not change the fingerprint of runs that never send it).
+_TOOLS = ("evidence",)
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class PromptSet:
     final: str
     #: The self-correction turn (``--self-correct``), sent after the caption as a new user turn.
     correct: str | None = None
+    #: OCR evidence (``--ocr``), put before the final-caption prompt; ``{}`` takes the OCR text.
+    evidence: str | None = None
 
     @property
     def sha256(self) -> str:
@@ -53,12 +58,14 @@ def load_preset(name_or_path: str = "paper") -> PromptSet:
         if not f.is_file():
             raise ValueError(f"prompt preset {name!r} lacks {f.name}")
         texts[n] = f.read_text(encoding="utf-8")
-    for n in _OPTIONAL:
+    for n in _OPTIONAL + _TOOLS:
         if (folder / f"{n}.txt").is_file():
             texts[n] = (folder / f"{n}.txt").read_text(encoding="utf-8")
     if "{}" in texts.get("correct", ""):
         raise ValueError(f"prompt {name}/correct.txt takes no {{}} slot: the caption goes before it, as the "
                          "assistant's turn")
+    if "evidence" in texts and texts["evidence"].count("{}") != 1:
+        raise ValueError(f"prompt {name}/evidence.txt must contain {{}} exactly 1 time(s)")
     for n, slots in (("instructions", 1), ("object_summary", 1), ("position_summary", 1), ("final", 3)):
         if texts[n].count("{}") != slots:
             raise ValueError(f"prompt {name}/{n}.txt must contain {{}} exactly {slots} time(s)")

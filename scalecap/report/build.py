@@ -448,7 +448,7 @@ def build_report(
     )
 
 
-_KNOWN_STAGES = ("caption", "caption_rating", "instructions", "answers", "answer_rating",
+_KNOWN_STAGES = ("routing", "caption", "caption_rating", "instructions", "answers", "answer_rating",
                  "object_summary", "position_summary", "final", "correction", "correction_rating", "total")
 
 

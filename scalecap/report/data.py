@@ -338,6 +338,15 @@ class Collector:
         if rec.adaptive_budget is not None:
             b = rec.adaptive_budget
             d["ab"] = {"stop": b.stop, "asked": b.asked, "planned": b.planned, "nov": [w.novelty for w in b.waves]}
+        if rec.domain is not None:
+            d["dom"] = {"id": rec.domain.id, "src": rec.domain.source, "conf": rec.domain.confidence}
+        if rec.ocr is not None:
+            d["ocr"] = {"eng": rec.ocr.engine, "text": rec.ocr.text,
+                        "q": [{"q": q.quote, "ok": q.supported, "sim": q.similarity, "drop": q.dropped}
+                              for q in rec.ocr.quotes]}
+        hits = [h for h in rec.filter_hits] + [h for q in rec.questions for h in q.filter_hits]
+        if hits:
+            d["fh"] = [{"st": h.stage, "c": h.code, "a": h.action, "d": h.detail} for h in hits]
         d["use"] = usage
         d["tim"] = timings
         d["notes"] = list(rec.notes)
@@ -359,6 +368,14 @@ class Collector:
             parts += ["corrected"] + [f"corrected:{k}" for k in ("added", "removed", "rejected") if getattr(diff, k)]
         if rec.adaptive_budget is not None:
             parts.append(f"budget:{rec.adaptive_budget.stop}")
+        # Domains, OCR quote checks and degenerate-output hits (docs/domains.md).
+        if rec.domain is not None and rec.domain.id:
+            parts += [f"domain:{rec.domain.id}", f"domain:{rec.domain.source}"]
+        if rec.ocr is not None:
+            parts.append("ocr")
+            parts += ["ocr:unsupported"] if any(not q.supported for q in rec.ocr.quotes) else []
+        for h in [*rec.filter_hits, *(h for q in rec.questions for h in q.filter_hits)]:
+            parts += ["filter", f"filter:{h.code}"]
         parts.extend(q.object for q in rec.questions if q.kind == "object")
         words = _WS.split(" ".join(parts).lower())
         return " ".join(dict.fromkeys(w for w in words if w))

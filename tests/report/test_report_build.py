@@ -372,3 +372,29 @@ def test_corrections_and_adaptive_budgets_are_shown_and_searchable() -> None:
     assert {"mug.", "corrected", "corrected:added", "corrected:removed", "corrected:rejected",
             "budget:novelty"} <= set(words)
     assert "corr" not in col.add(plain) and "corrected" not in col.search_text(plain).split()
+
+
+def test_domains_ocr_evidence_and_filter_hits_are_shown_and_searchable() -> None:
+    from scalecap.records import CaptionResult, DomainInfo, FilterHit, OcrEvidence, Question, QuoteMark
+    from scalecap.report.data import Collector
+
+    rec = CaptionResult(
+        id="d1", source="page.png", status="ok", first_caption="A page.", final_caption='It reads "Springer".',
+        domain=DomainInfo(id="infographic_document", source="routed", confidence=2),
+        ocr=OcrEvidence(engine="tesseract:eng", text="markers of the coins",
+                        quotes=[QuoteMark(sentence='It reads "Springer".', quote="Springer", similarity=0.3,
+                                          supported=False)]),
+        filter_hits=[FilterHit(stage="final", code="refusal", detail="starts as a refusal")],
+        questions=[Question(object="page", kind="object", instruction="Describe more details about the page.",
+                            filter_hits=[FilterHit(stage="answers", code="repetition", detail="loop", action="drop")])])
+    col = Collector()
+    d = col.add(rec)
+    assert d["dom"] == {"id": "infographic_document", "src": "routed", "conf": 2}
+    assert d["ocr"] == {"eng": "tesseract:eng", "text": "markers of the coins",
+                        "q": [{"q": "Springer", "ok": False, "sim": 0.3, "drop": False}]}
+    assert [(h["st"], h["c"], h["a"]) for h in d["fh"]] == [("final", "refusal", "mark"), ("answers", "repetition", "drop")]
+    words = set(col.search_text(rec).split())
+    assert {"domain:infographic_document", "domain:routed", "ocr", "ocr:unsupported", "filter:refusal",
+            "filter:repetition"} <= words
+    plain = CaptionResult(id="p1", source="p1.jpg", status="ok", final_caption="A dog.")
+    assert not {"dom", "ocr", "fh"} & set(col.add(plain)) and "filter" not in col.search_text(plain).split()

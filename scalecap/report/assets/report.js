@@ -868,6 +868,9 @@
     if (r.fb) h.appendChild(el("span", "badge filtered", "caption fallback"));
     if (r.corr) h.appendChild(el("span", "badge", "corrected +" + r.corr.add.length + " −" + r.corr.rm.length + (r.corr.rej.length ? " ✗" + r.corr.rej.length : "")));
     if (r.ab) h.appendChild(el("span", "badge", "asked " + r.ab.asked + "/" + r.ab.planned + " (" + r.ab.stop + ")"));
+    if (r.dom && r.dom.id) h.appendChild(el("span", "badge", r.dom.id + " (" + r.dom.src + (r.dom.conf ? " " + r.dom.conf + "/3" : "") + ")"));
+    if (r.fh) h.appendChild(el("span", "badge filtered", "filter " + Array.from(new Set(r.fh.map((x) => x.c))).join(", ")));
+    if (r.ocr && r.ocr.q.some((q) => !q.ok)) h.appendChild(el("span", "badge filtered", "unsupported quote"));
     if (scores && tau.flipRec[seq]) h.appendChild(el("span", "badge", "flips at τ " + fmtNum(tau.value)));
     c.appendChild(h);
 
@@ -914,6 +917,23 @@
         });
         main.appendChild(d);
       }
+    }
+    if (r.fh) {
+      const ul = el("ul");
+      r.fh.forEach((x) => ul.appendChild(el("li", null, x.st + ": " + x.c + " (" + x.a + ") " + x.d)));
+      add(main, el("h4", null, "Degenerate-output filter · " + r.fh.length + " hit(s)"), ul);
+    }
+    if (r.ocr) {
+      const d = el("details");
+      d.appendChild(el("summary", null, "OCR evidence (" + r.ocr.eng + ") · " + r.ocr.q.length + " quote(s) checked"));
+      d.appendChild(el("pre", "textblock", r.ocr.text || "(no text read)"));
+      if (r.ocr.q.length) {
+        const ul = el("ul");
+        r.ocr.q.forEach((q) => ul.appendChild(el("li", null, "“" + q.q + "” " + (q.ok ? "found" : "NOT in the OCR text") +
+          " (similarity " + fmtNum(q.sim, 2) + ")" + (q.drop ? ", sentence dropped" : ""))));
+        d.appendChild(ul);
+      }
+      main.appendChild(d);
     }
     if (r.ab) {
       main.appendChild(el("div", "note", "Adaptive budget: " + r.ab.asked + " of " + r.ab.planned + " objects asked, stopped by " +
