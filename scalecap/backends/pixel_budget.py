@@ -63,7 +63,7 @@ class ProcessorResize:
 
     def apply(self, image: Image.Image) -> Image.Image:
         """The image at the processor's target size, resized as the processor resizes it."""
-        image = image.convert("RGB")
+        image = image if image.mode == "RGB" else image.convert("RGB")
         size = self.target(*image.size)
         if size == image.size:
             return image
