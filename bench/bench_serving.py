@@ -363,7 +363,8 @@ async def main_async(args: argparse.Namespace, api_base: str, root: str, workdir
     urls = {}
     for item in items:
         ref = image_ref(item.loader())[0]
-        urls[ref.key] = await asyncio.to_thread(inner._images.get, ref, inner.config.max_pixels)
+        # the very image bytes scalecap sends (resized as the processor would, see pixel_budget.py)
+        urls[ref.key] = await asyncio.to_thread(inner._images.get, ref, *inner._budget())
     rec = Recorder(inner, urls)
     sc_rec = ScaleCap(captioner=rec, scorer=rec, writer=rec, budget=args.budget, **SETTINGS)
     await sc_rec._tagging.warm()

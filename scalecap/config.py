@@ -57,6 +57,9 @@ class ModelConfig(BaseModel):
     backoff_base: float = 0.5  # seconds; retry k waits about backoff_base * 2**k (jittered), capped
     backoff_max: float = 20.0
     max_pixels: int | None = None
+    # HTTP, max_pixels unset: resize each image once as the model folder's Qwen2-VL processor would
+    # (same pixels and image tokens on the server, fewer bytes; backends/pixel_budget.py)
+    processor_resize: bool = True
     # the model's tokenizer in-process (a folder or a cached hub id; default: ``model``, then the
     # folder the server reports); used only after it agrees with the server's /tokenize
     tokenizer: str | None = None

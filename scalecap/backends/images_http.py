@@ -19,6 +19,7 @@ import io
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 
 from PIL import Image
 
@@ -44,23 +45,27 @@ def encode_png(image: Image.Image) -> bytes:
 class DataURLCache:
     """``ImageRef`` -> ``data:image/png;base64,...``, computed once per (key, pixel budget).
 
+    The budget is ``max_pixels`` (``fit_pixels``) or any hashable tag with its own ``fit``
+    (e.g. ``pixel_budget.ProcessorResize``).
+
     Bounded by entries and by total characters (the URLs of large images are megabytes), so a long
     run holds only the images in flight plus a few recent ones.
     """
 
     def __init__(self, max_items: int = 256, max_chars: int = 512 << 20) -> None:
         self.max_items, self.max_chars = max_items, max_chars
-        self._urls: OrderedDict[tuple[str, int | None], str] = OrderedDict()
+        self._urls: OrderedDict[tuple[str, Hashable], str] = OrderedDict()
         self._chars = 0
         self._lock = threading.Lock()
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.bytes_encoded = 0
 
-    def peek(self, image: ImageRef, max_pixels: int | None) -> str | None:
+    def peek(self, image: ImageRef, max_pixels: Hashable) -> str | None:
         """The cached URL, or None (cheap enough for the event loop; ``get`` may encode)."""
         with self._lock:
             return self._urls.get((image.key, max_pixels))
 
-    def get(self, image: ImageRef, max_pixels: int | None) -> str:
+    def get(self, image: ImageRef, max_pixels: Hashable,
+            fit: Callable[[Image.Image], Image.Image] | None = None) -> str:
         key = (image.key, max_pixels)
         with self._lock:
             url = self._urls.get(key)
@@ -68,7 +73,9 @@ class DataURLCache:
                 self._urls.move_to_end(key)
                 self.hits += 1
                 return url
-        url = "data:image/png;base64," + base64.b64encode(encode_png(fit_pixels(image.pil, max_pixels))).decode("ascii")
+        pil = fit(image.pil) if fit is not None else fit_pixels(image.pil, max_pixels)  # type: ignore[arg-type]
+        url = "data:image/png;base64," + base64.b64encode(encode_png(pil)).decode("ascii")
+        self.bytes_encoded += len(url)
         with self._lock:
             self.misses += 1
             if key not in self._urls:

@@ -1,8 +1,9 @@
-"""What the in-process backends (transformers, vLLM) share: a batcher, capabilities, an identity.
+"""What the in-process backends (transformers, vLLM) share: capabilities, checks, an identity.
 
-Both keep a model in this process and funnel every request through one ``MicroBatcher``; they
-differ only in how a batch runs. Subclasses set ``config``, ``_capabilities``, ``_dtype_name`` and
-``_batcher`` in their constructors.
+Both keep a model in this process. transformers funnels every request through one ``MicroBatcher``
+(subclasses set ``_batcher``; ``aclose`` closes it); vLLM instead adds each request to its running
+engine (``vllm_stepper``) and overrides ``aclose``. Subclasses set ``config``, ``_capabilities`` and
+``_dtype_name`` in their constructors.
 """
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ from .base import (BackendError, Capabilities, CapabilityError, ChatPrompt, Gene
 from .http_client import RETRY_STATUS, HTTPStatusError, JSONClient, RetryPolicy
 from .images_http import DataURLCache, encode_png
 from .local_tokenizer import LocalTokenizer, agrees_with_server, load_local_tokenizer
+from .pixel_budget import ProcessorResize, read_processor_resize
 from .reuse import FROM_GENERATION, GeneratedTokens, GenerationLogprobs, match_ids, reusable
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ class OpenAIBackend:
         self._has_tokenize: bool | None = None
         self._local: LocalTokenizer | None = None  # the model's own tokenizer, once it agreed with the server
         self._generated = GenerationLogprobs()  # generation log-probs awaiting their with-image rating
+        # the processor's own resize, done once here when max_pixels is unset (pixel_budget.py)
+        self._resize: ProcessorResize | None = None
         self._http = JSONClient(self._headers(), config.max_concurrency,
                                 RetryPolicy(config.max_retries, config.backoff_base, config.backoff_max, config.timeout),
                                 self._redact, self.api_base)
@@ -317,13 +320,25 @@ class OpenAIBackend:
 
     async def _messages(self, prompt: ChatPrompt, answer: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """The chat messages with a slot where the image goes, and the image's data URL (encoded once
-        per image; the first request encodes, off the loop)."""
+        per image; the first request encodes, off the loop).
+
+        To a vLLM server the part carries ``uuid`` = image key + pixel budget: vLLM then keys its
+        multimodal caches by it and skips hashing the decoded pixels of an image it has seen (the
+        budget is in it because the same image at another budget is other pixels)."""
         if prompt.image is None:
             return chat_messages(prompt, None, answer), None
-        url = (self._images.peek(prompt.image, self.config.max_pixels)
-               or await asyncio.to_thread(self._images.get, prompt.image, self.config.max_pixels))
-        part = {"type": "image_url", "image_url": {"url": _IMAGE_SLOT}}
+        budget, fit = self._budget()
+        url = self._images.peek(prompt.image, budget) or await asyncio.to_thread(self._images.get, prompt.image, budget, fit)
+        part: dict[str, Any] = {"type": "image_url", "image_url": {"url": _IMAGE_SLOT}}
+        if self.server == "vllm":
+            part["uuid"] = f"{prompt.image.key}:{budget}"
         return chat_messages(prompt, part, answer), url
+
+    def _budget(self) -> tuple[Any, Any]:
+        """The pixel budget's cache tag and resize: ``max_pixels`` when set, else the processor's rule."""
+        if self.config.max_pixels is None and self._resize is not None:
+            return self._resize.tag, self._resize.apply
+        return self.config.max_pixels, None
 
     def _score_body(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         return {"model": self.model, "messages": messages, "add_generation_prompt": False,
@@ -434,7 +449,11 @@ class OpenAIBackend:
         self.server = next((s for s in OPEN_SERVERS if s in owner), "unknown")
         if isinstance(entry.get("max_model_len"), int):
             window = entry["max_model_len"]
-        await self._adopt_local_tokenizer(entry.get("root") if isinstance(entry.get("root"), str) else None)
+        root = entry.get("root") if isinstance(entry.get("root"), str) else None
+        await self._adopt_local_tokenizer(root)
+        if self.config.max_pixels is None and self.config.processor_resize and self.server in OPEN_SERVERS:
+            self._resize = next(filter(None, (read_processor_resize(c) for c in
+                                              (self.config.tokenizer, self.config.model, root))), None)
         can_score = await self._probe_scoring()
         vision = self._vision_override
         if vision is None:

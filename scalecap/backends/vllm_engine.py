@@ -1,16 +1,23 @@
 """In-process vLLM backend (``vllm.LLM``): the fast path on one machine with a GPU (or a CPU build).
 
-Concurrent requests from all images and stages in flight are grouped by ``MicroBatcher`` into one
-``llm.chat`` call per kind (generation / scoring), so the engine schedules them together (continuous
-batching) and its prefix cache (``enable_prefix_caching=True``) reuses each image's system+image
-prefix across that image's questions. Images go in as PIL objects with ``uuid`` = the image key, so
-vLLM neither re-encodes nor re-hashes an image it has seen; they are resized to ``max_pixels`` exactly
-as the HTTP backend resizes them, so both backends see the same pixels.
+Every call is one request into the running engine (``vllm_stepper.EngineStepper``): requests from all
+images and stages in flight join the engine's batch at its next step (continuous batching), so a
+1-token scoring pass never waits for a caption batched with it, and the prefix cache
+(``enable_prefix_caching=True``) reuses each image's system+image prefix across that image's
+questions. Images go in as PIL objects with ``uuid`` = the image key, so vLLM neither re-encodes nor
+re-hashes an image it has seen; they are resized to ``max_pixels`` exactly as the HTTP backend
+resizes them, so both backends see the same pixels.
 
 Scoring sends the text as the final assistant message (``continue_final_message``) with
 ``prompt_logprobs=0`` and takes the text's tokens from the tail; token ids and character offsets
 come from the model's own tokenizer (the same offsets transformers gives), and the tail must carry
 exactly the ids of the text tokenised alone, else ``BackendError``.
+
+Log-prob reuse (``reuse.py``): a greedy, unconstrained, penalty-free generation with an image asks
+for its sampled tokens' log-probs (``SamplingParams(logprobs=0)``; ``logprobs_mode`` raw by default),
+and the with-image rating of its stripped text uses them instead of a prefill pass when the text
+re-tokenises to exactly the generated ids. On by default like the vLLM server (same engine, same
+values); ``ModelConfig.reuse_logprobs=False`` turns it off.
 
 No raw logits (``has_logits`` is False): vLLM's ``logprobs_mode`` is engine-wide, and
 ``raw_logits`` would *replace* the prompt log-probs with logits, losing the paper's probabilities.
@@ -28,16 +35,16 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
 from typing import Any
 
 from ..config import ModelConfig
 from .base import (BackendError, Capabilities, ChatPrompt, Generation, GenerationParams, ImageRef,
                    TokenScores, chat_messages)
-from .batching import MicroBatcher
 from .inprocess import InProcessBackend
 from .images_http import fit_pixels
 from .openai_compat import align_pieces
+from .reuse import FROM_GENERATION, GeneratedTokens, GenerationLogprobs, match_ids, reusable
+from .vllm_stepper import EngineStepper
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +80,8 @@ class VLLMBackend(InProcessBackend):
                                           has_logits=False, can_constrain=can_constrain,
                                           context_window=int(model_config.max_model_len))
         self._resized: OrderedDict[str, Any] = OrderedDict()
-        self._batcher = MicroBatcher(self._run_batch, max_batch=config.max_batch_size, name="vllm")
+        self._generated = GenerationLogprobs()  # generation log-probs awaiting their with-image rating
+        self.stepper = EngineStepper(self.llm)
 
     def __repr__(self) -> str:
         return f"VLLMBackend(model={self.config.model!r})"
@@ -82,19 +90,38 @@ class VLLMBackend(InProcessBackend):
     async def generate(self, prompt: ChatPrompt, params: GenerationParams) -> Generation:
         self._check_image(prompt)
         self._check_regex(params.regex, "this vLLM has no StructuredOutputsParams")
-        return await self._batcher.submit(("gen",), (prompt, params))
+        keep = self._keeps_logprobs(prompt, params)
+        sampling = self._sampling(params)
+        if keep:
+            sampling.logprobs = 0  # the sampled token's log-prob only
+        o = await self.stepper.submit(self._conversation(prompt), sampling)
+        out = o.outputs[0]
+        if keep:
+            self._keep_logprobs(prompt, out)
+        return Generation(text=out.text, prompt_tokens=len(o.prompt_token_ids or ()),
+                          completion_tokens=len(out.token_ids),
+                          finish_reason="length" if out.finish_reason == "length" else "stop")
 
     async def score(self, prompt: ChatPrompt, text: str) -> TokenScores:
+        from vllm import SamplingParams
+
         self._check_image(prompt)
         if not text:
             return TokenScores((), (), (), None, 0)
-        return await self._batcher.submit(("score",), (prompt, text))
+        ids, offsets = self._encode(text)
+        reused = self._reused(prompt, text, ids, offsets)
+        if reused is not None:
+            return reused
+        out = await self.stepper.submit(self._conversation(prompt, text),
+                                        SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0),
+                                        add_generation_prompt=False, continue_final_message=True)
+        return self._scores(text, ids, offsets, out)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     async def aclose(self) -> None:
-        await super().aclose()
+        self.stepper.close()
         core = getattr(getattr(self, "llm", None), "llm_engine", None)
         core = getattr(core, "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
@@ -103,27 +130,35 @@ class VLLMBackend(InProcessBackend):
             except Exception as exc:  # noqa: BLE001 - closing must not raise
                 log.debug("vLLM engine shutdown: %s", exc)
 
-    # ------------------------------------------------------------------ batches
-    def _run_batch(self, key: Hashable, jobs: Sequence[Any]) -> list[Any]:
-        from vllm import SamplingParams
+    # ------------------------------------------------------------------ log-prob reuse (see reuse.py)
+    def _keeps_logprobs(self, prompt: ChatPrompt, params: GenerationParams) -> bool:
+        return (self.config.reuse_logprobs is not False and prompt.image is not None
+                and reusable(params.temperature, params.repetition_penalty, params.regex, params.stop))
 
-        if key[0] == "gen":
-            sampling = [self._sampling(params) for _, params in jobs]
-            outs = self.llm.chat([self._conversation(p) for p, _ in jobs], sampling, use_tqdm=False)
-            return [Generation(text=o.outputs[0].text, prompt_tokens=len(o.prompt_token_ids or ()),
-                               completion_tokens=len(o.outputs[0].token_ids),
-                               finish_reason="length" if o.outputs[0].finish_reason == "length" else "stop")
-                    for o in outs]
-        outs = self.llm.chat([self._conversation(p, text) for p, text in jobs],
-                             SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0), use_tqdm=False,
-                             add_generation_prompt=False, continue_final_message=True)
-        results: list[Any] = []
-        for (_, text), out in zip(jobs, outs):
-            try:
-                results.append(self._scores(text, out))
-            except (BackendError, ValueError) as exc:  # this request fails alone, not its batch
-                results.append(exc if isinstance(exc, BackendError) else BackendError(str(exc)))
-        return results
+    def _keep_logprobs(self, prompt: ChatPrompt, out: Any) -> None:
+        text = out.text.strip()
+        ids = tuple(int(i) for i in out.token_ids)
+        if not text or not out.logprobs or len(out.logprobs) != len(ids):
+            return
+        values = tuple(float(step[i].logprob) for step, i in zip(out.logprobs, ids))
+        self._generated.put(prompt, text, GeneratedTokens(ids, values))
+
+    def _reused(self, prompt: ChatPrompt, text: str, ids: list[int],
+                offsets: list[tuple[int, int]] | None) -> TokenScores | None:
+        if prompt.image is None:
+            return None
+        kept = self._generated.take(prompt, text)
+        if kept is None:
+            return None
+        n = len(ids)
+        # what follows the text may only be an end-of-sequence token (special) or stripped whitespace
+        rest = self.tokenizer.decode(list(kept.ids[n:]), skip_special_tokens=True)
+        if not match_ids(kept.ids, tuple(ids), not rest.strip()):
+            return None
+        if offsets is None:
+            offsets = list(align_pieces(text, [self.tokenizer.decode([i]) for i in ids]))
+        return TokenScores(token_ids=tuple(ids), offsets=tuple(offsets), logprobs=kept.logprobs[:n], logits=None,
+                           prompt_tokens=0, source=FROM_GENERATION)
 
     def _sampling(self, params: GenerationParams):
         from vllm import SamplingParams
@@ -138,12 +173,14 @@ class VLLMBackend(InProcessBackend):
             kw["structured_outputs"] = StructuredOutputsParams(regex=params.regex)
         return SamplingParams(**kw)
 
-    def _scores(self, text: str, out: Any) -> TokenScores:
+    def _encode(self, text: str) -> tuple[list[int], list[tuple[int, int]] | None]:
         try:
             enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+            return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
         except (NotImplementedError, KeyError, TypeError):  # a slow tokenizer has no offsets
-            ids, offsets = self.tokenizer.encode(text, add_special_tokens=False), None
+            return self.tokenizer.encode(text, add_special_tokens=False), None
+
+    def _scores(self, text: str, ids: list[int], offsets: list[tuple[int, int]] | None, out: Any) -> TokenScores:
         prompt_ids = list(out.prompt_token_ids or ())
         entries = out.prompt_logprobs or []
         n = len(ids)

@@ -15,7 +15,6 @@ import pytest
 
 from scalecap import ScaleCap
 from scalecap.backends.base import ChatPrompt, GenerationParams
-from scalecap.backends.images_http import DataURLCache
 from scalecap.backends.openai_compat import OpenAIBackend
 from scalecap.config import ModelConfig
 from scalecap.engine import Engine
@@ -45,7 +44,10 @@ async def test_stalled_requests_time_out_and_retry(fault_proxy):
 
 async def test_persistent_stall_fails_that_image_only(fault_proxy, sample_images, tiny_settings):
     slow, fast = (image_ref(sample_images[k].read_bytes())[0] for k in ("coffee", "chelsea"))
-    marker = DataURLCache().get(slow, None)[5000:5064].encode()  # a piece of the slow image's PNG
+    sender = OpenAIBackend(cfg(fault_proxy.api_base))  # the image bytes the pipeline's backend sends
+    await sender.probe()
+    marker = sender._images.get(slow, *sender._budget())[5000:5064].encode()  # a piece of the slow image's PNG
+    await sender.aclose()
     fault_proxy.stall, fault_proxy.stall_seconds = (lambda body: marker in body), 12.0
     # the timeout leaves room for a slow but healthy request on a busy 2-core machine
     c = cfg(fault_proxy.api_base, max_retries=1, timeout=4.0)

@@ -1,5 +1,6 @@
-"""The in-process vLLM backend (``vllm.LLM`` on CPU): scoring parity with transformers, batching,
-constrained generation and one pipeline run."""
+"""The in-process vLLM backend (``vllm.LLM`` on CPU): scoring parity with transformers, continuous
+batching (one engine request per call, concurrent calls in the engine together), constrained
+generation, log-prob reuse on the digit-writing model, and one pipeline run."""
 
 from __future__ import annotations
 
@@ -63,15 +64,20 @@ async def test_score_parity_with_transformers(engine, tiny_models, astronaut, wi
     await hf.aclose()
 
 
-async def test_concurrent_requests_share_engine_calls(engine, astronaut):
+async def test_concurrent_requests_share_the_running_engine(engine, astronaut):
     prompts = [ChatPrompt(f"Describe more details about the object {i}.", SYSTEM, astronaut) for i in range(4)]
-    before = (engine.batcher.batches_run, engine.batcher.items_run)
+    before = engine.stepper.requests
+    engine.stepper.peak_in_flight = 0
     alone = await engine.score(prompts[0], TEXT)
+    alone_gen = await engine.generate(prompts[1], GenerationParams(max_tokens=6))
+    assert engine.stepper.peak_in_flight == 1
     together = await asyncio.gather(*(engine.score(p, TEXT) for p in prompts),
-                                    *(engine.generate(p, GenerationParams(max_tokens=6)) for p in prompts))
-    batches, items = engine.batcher.batches_run - before[0], engine.batcher.items_run - before[1]
-    assert items == 9 and batches <= 4  # 1 alone + 8 concurrent requests in at most 3 calls
+                                    *(engine.generate(p, GenerationParams(max_tokens=6))
+                                      for p in prompts))
+    assert engine.stepper.requests - before == 10  # one engine request per call
+    assert engine.stepper.peak_in_flight >= 2  # concurrent calls ran in the engine together
     assert max(abs(a - b) for a, b in zip(alone.logprobs, together[0].logprobs)) < 1e-4
+    assert together[5].text == alone_gen.text and together[5].completion_tokens == alone_gen.completion_tokens
     regex = r"Describe more details about the [a-z]{1,12}\.\n"
     g = await engine.generate(ChatPrompt("List objects.", SYSTEM), GenerationParams(max_tokens=30, regex=regex))
     assert re.fullmatch(regex, g.text), g.text
@@ -83,3 +89,44 @@ def test_pipeline_in_process(engine, sample_images, tiny_settings):
     assert r.status == "ok", r.error
     assert r.first_caption and r.questions and r.final_caption
     assert r.fingerprint.models["captioner"]["backend"] == "vllm"
+
+
+@pytest.fixture(scope="module")
+def digit_engine(engine, tiny_models, tmp_path_factory):
+    """A second engine on the digit-writing copy of tiny Qwen2-VL, whose greedy text always
+    re-tokenises to the generated ids (scalecap.testing.tiny_models.build_digit_model)."""
+    from scalecap.backends.vllm_engine import VLLMBackend
+    from scalecap.testing.tiny_models import build_digit_model
+
+    folder = build_digit_model(tiny_models["qwen2vl"], tmp_path_factory.mktemp("vllm_digits") / "digit-qwen2vl")
+    backend = VLLMBackend(ModelConfig(backend="vllm", model=str(folder), dtype="float32", vllm_kwargs={
+        "enforce_eager": True, "max_model_len": 2048, "limit_mm_per_prompt": {"image": 4, "video": 0}}))
+    yield backend
+    asyncio.run(backend.aclose())
+
+
+async def test_reused_generation_logprobs_equal_the_prefill_pass(digit_engine, astronaut):
+    reused = 0
+    for i in range(6):
+        prompt = ChatPrompt(f"Describe object number {i}.", SYSTEM, astronaut)
+        text = (await digit_engine.generate(prompt, GenerationParams(max_tokens=4 + 4 * i))).text.strip()
+        assert text.isdigit(), text
+        a = await digit_engine.score(prompt, text)  # takes the kept generation values
+        b = await digit_engine.score(prompt, text)  # nothing kept any more: the prefill pass
+        assert (a.source, b.source) == ("generation", "teacher_forced")
+        assert a.token_ids == b.token_ids and a.offsets == b.offsets
+        assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) <= 1e-4
+        reused += 1
+    assert reused == 6
+
+
+@pytest.mark.parametrize("params", [GenerationParams(max_tokens=3, regex=r"[0-9]{1,3}"),
+                                    GenerationParams(max_tokens=3, repetition_penalty=1.05),
+                                    GenerationParams(max_tokens=3, temperature=0.8)],
+                         ids=["regex", "penalty", "sampled"])
+async def test_altered_generation_values_are_never_reused(digit_engine, astronaut, params):
+    prompt = ChatPrompt("Name the object.", SYSTEM, astronaut)
+    text = (await digit_engine.generate(prompt, params)).text.strip()
+    assert len(digit_engine._generated) == 0  # nothing was even kept
+    if text:
+        assert (await digit_engine.score(prompt, text)).source == "teacher_forced"
