@@ -65,8 +65,8 @@ class ModelConfig(BaseModel):
     tokenizer: str | None = None
     local_tokenizer: bool = True
     # the with-image rating of a greedy, unconstrained generation reuses the generation's own
-    # log-probs when the text re-tokenises to the generated ids (backends/reuse.py). None: on for a
-    # vLLM server (its values are the teacher-forced ones exactly), off in-process with transformers
+    # log-probs when the text re-tokenises to the generated ids (backends/reuse.py). None: on for
+    # vLLM, served or in-process (its values are the teacher-forced ones exactly), off with transformers
     # (batched generation makes them depend on batch-mates by ~1e-6, so records would no longer be
     # byte-identical across concurrency); True/False force it
     reuse_logprobs: bool | None = None
