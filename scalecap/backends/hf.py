@@ -204,7 +204,7 @@ class HFBackend(InProcessBackend):
     # ------------------------------------------------------------------ log-prob reuse (see reuse.py)
     def _keeps_logprobs(self, job: _GenJob) -> bool:
         p = job.params
-        return (self.config.reuse_logprobs is True and job.prompt.image is not None
+        return (self.config.reuse_logprobs is True and job.prompt.image is not None and not job.prompt.history
                 and reusable(p.temperature, p.repetition_penalty, p.regex, p.stop))
 
     def _keep_logprobs(self, prompt: ChatPrompt, text: str, ids: list[int], steps: list[Any]) -> None:

@@ -227,9 +227,11 @@ class OpenAIBackend:
     def _keeps_logprobs(self, prompt: ChatPrompt, params: GenerationParams) -> bool:
         """Ask for the generation's log-probs when a with-image rating of its text may reuse them:
         vLLM (whose greedy ``logprobs`` equal its teacher-forced ``prompt_logprobs``), the local
-        tokenizer at hand (ids and offsets without a request), and decoding that leaves them raw."""
+        tokenizer at hand (ids and offsets without a request), and decoding that leaves them raw. Not
+        for a turn with earlier turns (self-correction): its reply is rated under the caption prompt,
+        so its values would never be used."""
         return (self.config.reuse_logprobs is not False and self.server == "vllm" and self._local is not None
-                and prompt.image is not None
+                and prompt.image is not None and not prompt.history
                 and reusable(params.temperature, params.repetition_penalty, params.regex, params.stop))
 
     def _keep_logprobs(self, prompt: ChatPrompt, choice: dict[str, Any]) -> None:

@@ -132,7 +132,7 @@ class VLLMBackend(InProcessBackend):
 
     # ------------------------------------------------------------------ log-prob reuse (see reuse.py)
     def _keeps_logprobs(self, prompt: ChatPrompt, params: GenerationParams) -> bool:
-        return (self.config.reuse_logprobs is not False and prompt.image is not None
+        return (self.config.reuse_logprobs is not False and prompt.image is not None and not prompt.history
                 and reusable(params.temperature, params.repetition_penalty, params.regex, params.stop))
 
     def _keep_logprobs(self, prompt: ChatPrompt, out: Any) -> None:
