@@ -112,13 +112,16 @@ class Router:
 
     async def resolve(self, trace: Trace, image: ImageRef, meta: dict) -> DomainInfo | None:
         declared = meta.get("domain") or self.declared
-        if declared:
-            if declared not in self.domains:
-                raise StageFailure("unknown_domain", f"declared domain {declared!r} is not a known domain "
-                                   f"({', '.join(self.domains)})")
+        if declared and declared not in self.domains and self.declared:
+            declared = self.declared  # the run's --domain stands in for a label of the data's own
+        if declared and declared in self.domains:
             return DomainInfo(id=declared, source="declared")
+        # A data column named "domain" may hold labels of its own ("photo"): such a value is kept in
+        # the record (``raw``) and the image is treated as undeclared, never failed (--domain is
+        # checked against the label set when the run starts).
+        unknown = str(declared)[:200] if declared else None
         if self.mode != "auto":
-            return None
+            return DomainInfo(id=None, source="declared", raw=unknown) if unknown else None
         t0 = time.perf_counter()
         params = GenerationParams(max_tokens=16, regex=self.regex if self.constrained else None, seed=self.seed)
         out = await self.backend.generate(ChatPrompt(user=self.prompt, system=self.system, image=image), params)
@@ -127,5 +130,7 @@ class Router:
         m = re.search(self.regex, out.text)
         if m is None:  # only without constraints: recorded, the image keeps the run's preset
             return DomainInfo(id=None, source="routed", raw=out.text.strip()[:200])
+        if unknown:
+            trace.skip("declared_domain", f"declared domain {unknown!r} is not a known domain: routed instead")
         return DomainInfo(id=m.group(1), source="routed", confidence=int(m.group(0)[-1]),
                           raw=None if self.constrained else out.text.strip()[:200])

@@ -153,6 +153,8 @@ class ScaleCap:
         #    call); it picks the prompts (the domain's preset folder over the run's preset).
         result.domain = await self.router.resolve(trace, image, meta)
         domain = result.domain.id if result.domain else None
+        if result.domain and result.domain.source == "declared" and domain is None:
+            result.notes.append(f"declared domain {result.domain.raw!r} is not a known domain: ignored")
         p, s = self.presets.for_domain(domain), self.settings
 
         # 1. First caption.

@@ -148,7 +148,8 @@ class OcrEvidence(_Record):
 
 class DomainInfo(_Record):
     """The image's domain (``domains.py``): declared in the data or by the run, or routed by a model.
-    ``id`` None: the router's reply named no domain (unconstrained router only; ``raw`` holds it)."""
+    ``id`` None: the router's reply named no domain (unconstrained router only; ``raw`` holds it), or
+    the data declared a label that is no known domain (``raw`` holds it; the run's preset is used)."""
 
     id: str | None
     source: Literal["declared", "routed"]

@@ -79,9 +79,15 @@ def test_a_declared_domain_overrides_the_router_and_the_run_level_domain():
     assert (r.domain.id, r.domain.source) == ("ui", "declared")
 
 
-def test_an_unknown_declared_domain_fails_the_item_or_the_run():
+def test_an_unknown_declared_domain_is_ignored_with_a_note_or_fails_the_run():
+    # a data column "domain" may hold labels of its own: recorded, noted, the run's preset used
     r = _run(*_scripted(), meta={"domain": "astrology"})
-    assert r.status == "failed" and r.error_kind == "unknown_domain" and "astrology" in r.error
+    assert r.status == "ok" and (r.domain.id, r.domain.source, r.domain.raw) == (None, "declared", "astrology")
+    assert any("astrology" in n for n in r.notes)
+    r = _run(*_scripted("code 3"), meta={"domain": "astrology"}, route="auto")
+    assert (r.domain.id, r.domain.source) == ("code", "routed") and "declared_domain" in r.skipped
+    r = _run(*_scripted(), meta={"domain": "astrology"}, domain="ui")
+    assert (r.domain.id, r.domain.source) == ("ui", "declared")
     with pytest.raises(ValueError, match="not a known domain"):
         _run(*_scripted(), domain="astrology")
 
