@@ -29,7 +29,7 @@ from .backends.base import Backend, ChatPrompt, GenerationParams, ImageRef
 from .config import Settings
 from .prompts import _NAMES, _OPTIONAL, _TOOLS, PromptSet
 from .records import DomainInfo
-from .stages import StageFailure, Trace
+from .stages import Trace
 
 BUNDLED = Path(str(resources.files("scalecap.prompts").joinpath("domains")))
 
