@@ -144,16 +144,8 @@ async def run_arena(a: CaptionSet, b: CaptionSet, images: judged.ImageFinder, en
                 "images": str(images.folder) if images.folder else "sources"}
     data = {"captions": a.path, "against": b.path}
     todo = ar.pairs(a, b, images, limit)
-    journal = (judged.ItemsJournal(items_path, judged_run_hash(ar.METRIC, models, engine.prompts, settings, data),
-                                   resume=resume, overwrite=overwrite) if items_path is not None else None)
-    try:
-        rows = await judged.run_journaled(todo, lambda p: p.id, engine.run_item, engine.settings.concurrency,
-                                          journal, on_done)
-    finally:
-        if journal is not None:
-            journal.close()
-    if journal is not None:
-        journal.finish(rows)
+    rows, journal = await _run_journal(ar.METRIC, models, engine, settings, data, todo, items_path, resume,
+                                       overwrite, on_done)
     summary = {"a": a.name, "b": b.name, **ar.summarize(rows)}
     doc = _judged_doc(ar.METRIC, ar.VERSION, a.name,
                       "pairwise battles judged by a VLM with the image, both orders, CapArena-Auto scoring "
@@ -161,6 +153,24 @@ async def run_arena(a: CaptionSet, b: CaptionSet, images: judged.ImageFinder, en
                       engine.prices, journal, argv)
     doc["against"] = b.name
     return doc, rows
+
+
+async def _run_journal(metric: str, models: dict[str, Any], engine: Any, settings: dict[str, Any],
+                       data: dict[str, Any], todo: list[Any], items_path: Path | None, resume: bool, overwrite: bool,
+                       on_done: Callable[[Any], None] | None) -> tuple[list[dict[str, Any]], Any]:
+    """Run an image-judged metric's items through its items journal (when given): resume, then a
+    file rewritten in work order."""
+    journal = (judged.ItemsJournal(items_path, judged_run_hash(metric, models, engine.prompts, settings, data),
+                                   resume=resume, overwrite=overwrite) if items_path is not None else None)
+    try:
+        rows = await judged.run_journaled(todo, lambda job: job.id, engine.run_item, engine.settings.concurrency,
+                                          journal, on_done)
+    finally:
+        if journal is not None:
+            journal.close()
+    if journal is not None:
+        journal.finish(rows)
+    return rows, journal
 
 
 async def run_dcscore(captions: CaptionSet, images: judged.ImageFinder, engine: dcs.DCScore, *,
@@ -176,16 +186,8 @@ async def run_dcscore(captions: CaptionSet, images: judged.ImageFinder, engine: 
                 "images": str(images.folder) if images.folder else "sources"}
     data = {"captions": captions.path, "references": references_path}
     todo = dcs.jobs(captions, images, references, limit)
-    journal = (judged.ItemsJournal(items_path, judged_run_hash(dcs.METRIC, models, engine.prompts, settings, data),
-                                   resume=resume, overwrite=overwrite) if items_path is not None else None)
-    try:
-        rows = await judged.run_journaled(todo, lambda j: j.id, engine.run_item, engine.settings.concurrency,
-                                          journal, on_done)
-    finally:
-        if journal is not None:
-            journal.close()
-    if journal is not None:
-        journal.finish(rows)
+    rows, journal = await _run_journal(dcs.METRIC, models, engine, settings, data, todo, items_path, resume,
+                                       overwrite, on_done)
     summary = dcs.summarize(rows, references is not None)
     doc = _judged_doc(dcs.METRIC, dcs.VERSION, captions.name,
                       "DCScore: caption decomposed into primitive units by an LLM, each judged against the image by a "

@@ -110,27 +110,24 @@ class VLLMServer:
 
 @pytest.fixture(scope="session")
 def vllm_server(tiny_models, tmp_path_factory) -> VLLMServer:
-    if importlib.util.find_spec("vllm") is None:
-        pytest.skip("vLLM is not installed")
-    server = VLLMServer(Path(tiny_models["qwen2vl"]).resolve(), tmp_path_factory.mktemp("vllm"))
-    try:
-        server.start()
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    yield from _serve(lambda workdir: Path(tiny_models["qwen2vl"]), tmp_path_factory.mktemp("vllm"))
 
 
 @pytest.fixture(scope="module")
 def digit_vllm_server(tiny_models, tmp_path_factory) -> VLLMServer:
     """A second server, for one module, on the digit-writing copy of tiny Qwen2-VL (its greedy text
     always re-tokenises to the generated ids; see scalecap.testing.tiny_models.build_digit_model)."""
-    if importlib.util.find_spec("vllm") is None:
-        pytest.skip("vLLM is not installed")
     from scalecap.testing.tiny_models import build_digit_model
 
-    workdir = tmp_path_factory.mktemp("vllm-digits")
-    server = VLLMServer(build_digit_model(tiny_models["qwen2vl"], workdir / "digit-qwen2vl").resolve(), workdir)
+    yield from _serve(lambda workdir: build_digit_model(tiny_models["qwen2vl"], workdir / "digit-qwen2vl"),
+                      tmp_path_factory.mktemp("vllm-digits"))
+
+
+def _serve(model_dir, workdir: Path):
+    """Start a server on ``model_dir(workdir)``, yield it, always stop it (a fixture body)."""
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed")
+    server = VLLMServer(Path(model_dir(workdir)).resolve(), workdir)
     try:
         server.start()
         server.wait_ready()
