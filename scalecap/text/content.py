@@ -151,6 +151,7 @@ class LexiconTagger:
     """
 
     name = "lexicon:closed-class-v1"
+    spec = "lexicon"  # what a worker process loads to get this tagger
 
     def content_spans(self, text: str) -> list[tuple[int, int]]:
         return [m.span() for m in _WORD.finditer(text) if _is_content(m.group())]

@@ -104,6 +104,10 @@ class TaggingPool:
         self.texts_run += len(batch)
         error = done.exception() if not done.cancelled() else asyncio.CancelledError()
         results = None if error is not None else done.result()
+        if isinstance(error, concurrent.futures.BrokenExecutor) and self._executor is not None:
+            # a worker died (killed, out of memory): this batch fails, later ones get a new pool
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
         for i, (_, fut) in enumerate(batch):
             if fut.done():
                 continue

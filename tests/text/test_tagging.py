@@ -70,3 +70,24 @@ def test_a_failing_batch_fails_its_texts_only():
     good, bad, also_good = asyncio.run(run())
     pool.close()
     assert good == also_good == [(0, 1)] and isinstance(bad, RuntimeError)
+
+
+def test_a_dead_worker_fails_its_batch_and_the_pool_recovers():
+    import os
+    import signal
+
+    pool = TaggingPool(load_tagger("lexicon"), workers=1)
+    pool.inline = False  # the lexicon on a worker process: cheap to start, same mechanism as spaCy
+
+    async def run():
+        first = await pool.spans("A red car.")
+        for pid in list(pool._executor._processes):
+            os.kill(pid, signal.SIGKILL)
+        lost = await asyncio.gather(pool.spans("A blue bus."), return_exceptions=True)
+        return first, lost[0], await pool.spans("A green tree.")
+
+    try:
+        first, lost, after = asyncio.run(run())
+    finally:
+        pool.close()
+    assert first == [(2, 5), (6, 9)] and isinstance(lost, Exception) and after == [(2, 7), (8, 12)]
