@@ -1,8 +1,14 @@
 """The Ray *distributor*: the same worker (pre-filters + ScaleCap + Engine) on a Ray cluster.
 
-    rows (id + image bytes / path / url)  ->  ray.data map_batches over an actor pool
+    rows (id + image bytes / path / url)  ->  batches to a pool of actors
     (each actor: one ScaleCap, its backends loaded once, an Engine keeping many images in flight)
     ->  one JSONL shard per batch, written by the actor atomically  ->  OUTDIR/part-<run>-<hash>.jsonl
+
+Two ways in. ``scalecap caption --ray`` (``run_ray_job``) reads the source on the driver and feeds
+the actors through a bounded queue: a batch is read only when an actor is about to need it, so the
+driver holds a few batches, never the dataset (image bytes of tar shards or Parquet included).
+``caption_ray_dataset`` takes a user's ``ray.data.Dataset`` (``read_webdataset``, ``read_parquet``)
+and maps it over an ``ActorPoolStrategy``; Ray Data streams it.
 
 The records are the ones a single-machine run writes (same worker, same pipeline, same settings):
 only ``timings`` differ, and the order of records across shards.
@@ -34,7 +40,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +215,13 @@ class _CaptionActor:
         return pa.Table.from_pylist([{"id": r.id, "shard": name, "record": r.to_json()} for r in results])
 
 
+class _StreamingActor(_CaptionActor):
+    """``_CaptionActor`` as a plain Ray actor, fed batch by batch by the streaming driver."""
+
+    def caption(self, batch):
+        return self(batch)
+
+
 # ---------------------------------------------------------------------------------------- driver
 def caption_ray_dataset(ds, scalecap_factory: Callable[[], Any], output_dir: str | Path, *, num_actors: int = 2,
                         num_cpus_per_actor: float = 1.0, concurrency: int = 8, batch_size: int = 8,
@@ -242,8 +255,9 @@ def run_ray_job(scalecap_factory: Callable[[], Any], job, *, num_actors: int = 2
     ``--limit``, duplicates, resume), then caption the remaining items on the cluster.
 
     Rows carry paths and URLs by reference and embedded images (tar shards, Parquet/HF datasets) by
-    value, through the driver: for very large embedded datasets build the ``ray.data`` dataset
-    yourself (``read_webdataset``, ``read_parquet``) and call ``caption_ray_dataset``.
+    value, through the driver, a few batches at a time (``_caption_stream``). To read embedded
+    datasets on the cluster instead of the driver, build the ``ray.data`` dataset yourself
+    (``read_webdataset``, ``read_parquet``) and call ``caption_ray_dataset``.
     """
     from ..io.sinks import SinkError
 
@@ -259,8 +273,6 @@ def run_ray_job(scalecap_factory: Callable[[], Any], job, *, num_actors: int = 2
 
 def _run_locked(scalecap_factory, job, out: Path, *, num_actors: int, num_cpus_per_actor: float, batch_size: int,
                 progress: JobProgress | None, on_result) -> JobSummary:
-    import ray.data as rd
-
     from ..io.sources import SourceOptions, open_source
 
     state = open_shard_store(out, job.retry_failed)
@@ -268,20 +280,34 @@ def _run_locked(scalecap_factory, job, out: Path, *, num_actors: int, num_cpus_p
                                        SourceOptions(job.id_column, job.image_column, job.fetch))
     summary = JobSummary()
     progress = progress or JobProgress()
-    rows: list[dict[str, Any]] = []
-    for item in in_scope_items(source, job, summary):
-        if item.id in state.done:
-            summary.skipped += 1
-            continue
-        rows.append(item_to_row(item))
-    summary.source_errors = [str(e) for e in source.errors]
-    progress.start(summary.total)
-    progress.skipped(summary.skipped)
-    ds = rd.from_items(rows) if rows else None
-    return _caption(ds, scalecap_factory, out, state, summary, num_actors=num_actors,
-                    num_cpus_per_actor=num_cpus_per_actor, concurrency=job.concurrency, batch_size=batch_size,
-                    filters=job.filters, allow_mixed=job.allow_mixed_fingerprints, prices=job.prices,
-                    fetch=job.fetch, progress=progress, on_result=on_result, job=job)
+    total = None
+    if job.shard is None:
+        total = source.count()
+        if total is not None and job.limit is not None:
+            total = min(total, job.limit)
+    progress.start(total)
+
+    def batches() -> Iterator[list[dict[str, Any]]]:
+        rows: list[dict[str, Any]] = []
+        for item in in_scope_items(source, job, summary):
+            if item.id in state.done:
+                summary.skipped += 1
+                progress.skipped()
+                continue
+            rows.append(item_to_row(item))
+            if len(rows) == batch_size:
+                yield rows
+                rows = []
+        if rows:
+            yield rows
+        summary.source_errors = [str(e) for e in source.errors]  # before the summary file is written
+
+    summary = _caption_stream(batches(), scalecap_factory, out, state, summary, num_actors=num_actors,
+                              num_cpus_per_actor=num_cpus_per_actor, concurrency=job.concurrency,
+                              filters=job.filters, allow_mixed=job.allow_mixed_fingerprints, prices=job.prices,
+                              fetch=job.fetch, progress=progress, on_result=on_result, job=job,
+                              batch_size=batch_size)
+    return summary
 
 
 def _output_folder(output_dir: str | Path) -> Path:
@@ -300,55 +326,131 @@ def _prepare(out: Path, resume: bool) -> None:
             p.unlink()
 
 
+class _RunShards:
+    """One run's bookkeeping on the driver, shared by the Ray Data and the streaming paths: the run
+    tag that names its shards, the records the actors report, and the summary written at the end."""
+
+    def __init__(self, out: Path, state: ShardStoreState, summary: JobSummary, progress: JobProgress,
+                 on_result) -> None:
+        self.out, self.state, self.summary, self.progress, self.on_result = out, state, summary, progress, on_result
+        summary.output_counts.update(state.counts)
+        self.run_tag = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.known = [k for k, n in state.fingerprints.items() if n > 0]
+        self.reported: set[str] = set()
+        self.t0 = time.perf_counter()
+
+    def take(self, table) -> None:
+        """Count the records of one batch an actor returned (its shard is already committed)."""
+        for row in table.to_pylist():
+            record = CaptionResult.from_json(row["record"])
+            self.reported.add(row["shard"])
+            count_result(self.summary, record)
+            self.progress.result(record)
+            if self.on_result:
+                self.on_result(record)
+
+    def finish(self, job, prices: Prices | None, info: dict[str, Any]) -> JobSummary:
+        """Delete this run's shards no task reported, then write ``summary.json``."""
+        for shard in self.out.glob(f"part-{self.run_tag}-*.jsonl"):
+            if shard.name not in self.reported:  # written by a task whose result was lost and redone
+                shard.unlink()
+        summary = self.summary
+        summary.seconds = time.perf_counter() - self.t0
+        summary.summary_path = self.out / "summary.json"
+        info = {"format": "jsonl-shards (ray)", "output": str(self.out), **info, "run_tag": self.run_tag,
+                "dropped_failed_for_retry": self.state.dropped_failed,
+                "dropped_duplicates": self.state.dropped_duplicates}
+        data = summary_dict(summary, job, info, None)
+        data["run"]["usage"] = summary.usage.report(prices)
+        data["output"]["usage"] = None  # output-wide token totals are kept by the local journal only
+        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        atomic_write_bytes(summary.summary_path, text.encode("utf-8", "backslashreplace"))
+        return summary
+
+
+def _reraise(exc: BaseException) -> None:
+    message = _mismatch_message(exc)  # unwrap Ray's wrapper around our refusal
+    if message is not None:
+        raise FingerprintMismatch(message) from None
+    raise exc
+
+
 def _caption(ds, factory, out: Path, state: ShardStoreState, summary: JobSummary, *, num_actors: int,
              num_cpus_per_actor: float, concurrency: int, batch_size: int, filters: FilterSet | None,
              allow_mixed: bool, prices: Prices | None, fetch: FetchConfig | None,
              progress: JobProgress, on_result, job) -> JobSummary:
+    """A user's ``ray.data.Dataset`` through ``map_batches`` over an actor pool (Ray Data streams it)."""
     import ray
     import ray.data as rd
 
-    summary.output_counts.update(state.counts)
-    run_tag = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    known = [k for k, n in state.fingerprints.items() if n > 0]
-    t0 = time.perf_counter()
-    reported: set[str] = set()
+    run = _RunShards(out, state, summary, progress, on_result)
     try:
         if ds is not None:
             done_ref = [ray.put(frozenset(state.done))] if (state.done and job is None) else None
             mapped = ds.map_batches(
                 _CaptionActor, batch_size=batch_size, batch_format="pyarrow",
-                fn_constructor_args=(factory, str(out), run_tag, filters, concurrency, known, allow_mixed,
+                fn_constructor_args=(factory, str(out), run.run_tag, filters, concurrency, run.known, allow_mixed,
                                      fetch or FetchConfig(), done_ref),
                 compute=rd.ActorPoolStrategy(size=num_actors), num_cpus=num_cpus_per_actor)
             for batch in mapped.iter_batches(batch_format="pyarrow", batch_size=None):
-                for row in batch.to_pylist():
-                    record = CaptionResult.from_json(row["record"])
-                    reported.add(row["shard"])
-                    count_result(summary, record)
-                    progress.result(record)
-                    if on_result:
-                        on_result(record)
-    except Exception as exc:  # noqa: BLE001 - unwrap Ray's wrapper around our refusal
-        message = _mismatch_message(exc)
-        if message is not None:
-            raise FingerprintMismatch(message) from None
-        raise
+                run.take(batch)
+    except Exception as exc:  # noqa: BLE001 - re-raised, unwrapped
+        _reraise(exc)
     finally:
         progress.finish()
-    for shard in out.glob(f"part-{run_tag}-*.jsonl"):
-        if shard.name not in reported:  # written by a task whose result was lost and redone
-            shard.unlink()
-    summary.seconds = time.perf_counter() - t0
-    summary.summary_path = out / "summary.json"
-    info = {"format": "jsonl-shards (ray)", "output": str(out), "num_actors": num_actors,
-            "batch_size": batch_size, "run_tag": run_tag, "dropped_failed_for_retry": state.dropped_failed,
-            "dropped_duplicates": state.dropped_duplicates}
-    data = summary_dict(summary, job, info, None)
-    data["run"]["usage"] = summary.usage.report(prices)
-    data["output"]["usage"] = None  # output-wide token totals are kept by the local journal only
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    atomic_write_bytes(summary.summary_path, text.encode("utf-8", "backslashreplace"))
-    return summary
+    return run.finish(job, prices, {"num_actors": num_actors, "batch_size": batch_size})
+
+
+#: Batches queued per actor on top of the one it is captioning: enough that an actor never waits for
+#: the driver between batches, few enough that the driver holds only a handful of batches.
+QUEUED_PER_ACTOR = 1
+
+
+def _caption_stream(batches: Iterator[list[dict[str, Any]]], factory, out: Path, state: ShardStoreState,
+                    summary: JobSummary, *, num_actors: int, num_cpus_per_actor: float, concurrency: int,
+                    batch_size: int, filters: FilterSet | None, allow_mixed: bool, prices: Prices | None,
+                    fetch: FetchConfig | None, progress: JobProgress, on_result, job) -> JobSummary:
+    """Batches read on the driver as the actors free up: a bounded queue, not the whole dataset.
+
+    At most ``num_actors * (1 + QUEUED_PER_ACTOR)`` batches (their image bytes included) exist at
+    once; the source is read only as results come back, so memory does not grow with the dataset.
+    A dead actor is restarted by Ray and its batch retried (same ids, so the same shard name).
+    """
+    import pyarrow as pa
+    import ray
+
+    run = _RunShards(out, state, summary, progress, on_result)
+    actor_cls = ray.remote(num_cpus=num_cpus_per_actor, max_restarts=-1, max_task_retries=-1)(_StreamingActor)
+    actors: list[Any] = []
+    pending: dict[Any, int] = {}  # object ref of a batch's result -> index of its actor
+    load = [0] * num_actors
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < num_actors * (1 + QUEUED_PER_ACTOR):
+                rows = next(batches, None)
+                if rows is None:
+                    exhausted = True
+                    break
+                if not actors:  # started on the first batch: a run with nothing to do loads no models
+                    actors = [actor_cls.remote(factory, str(out), run.run_tag, filters, concurrency, run.known,
+                                               allow_mixed, fetch or FetchConfig(), None) for _ in range(num_actors)]
+                i = min(range(num_actors), key=lambda k: load[k])
+                load[i] += 1
+                pending[actors[i].caption.remote(pa.Table.from_pylist(rows))] = i
+            if not pending:
+                break
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                load[pending.pop(ref)] -= 1
+                run.take(ray.get(ref))
+    except Exception as exc:  # noqa: BLE001 - re-raised, unwrapped
+        _reraise(exc)
+    finally:
+        progress.finish()
+        for actor in actors:
+            ray.kill(actor)
+    return run.finish(job, prices, {"num_actors": num_actors, "batch_size": batch_size, "streamed": True})
 
 
 def _mismatch_message(exc: BaseException) -> str | None:

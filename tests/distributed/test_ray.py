@@ -100,3 +100,52 @@ def _fake_run(rows, out, fid, fail_ids=()):
 
     return caption_ray_dataset(ray.data.from_items(rows), iohelpers.FakeFactory(fid, fail_ids), out, num_actors=1,
                                num_cpus_per_actor=0.5, batch_size=2)
+
+
+class _CountingSource:
+    """An in-memory source that records, at each result, how many items the driver had pulled."""
+
+    kind = "counting"
+    may_have_local_files = False
+
+    def __init__(self, n: int) -> None:
+        from scalecap.images import ImageItem
+
+        self.errors: list = []
+        self.pulled = 0
+        self.items = [ImageItem(id=f"s{i:03d}", source=f"<mem {i}>", data=iohelpers.png_bytes(8 + i % 5, 8))
+                      for i in range(n)]
+
+    def __iter__(self):
+        for item in self.items:
+            self.pulled += 1
+            yield item
+
+    def count(self):
+        return len(self.items)
+
+
+def test_the_driver_streams_batches_instead_of_holding_the_dataset(ray_local, tmp_path):
+    """``--ray`` from a source: the driver reads a batch only when an actor is about to need it.
+
+    With 1 actor, batches of 2 and one batch queued per actor, at most 2 batches (4 items) are out
+    when the first result comes back, and each later result lets one more batch in; the old driver
+    read all 40 items (image bytes included) before sending anything.
+    """
+    from scalecap.distributed.ray_runner import QUEUED_PER_ACTOR, run_ray_job
+    from scalecap.run import CaptionJob
+
+    source = _CountingSource(40)
+    pulled_at_result: list[int] = []
+    job = CaptionJob(inputs=[], output=tmp_path / "o", source=source)
+    summary = run_ray_job(iohelpers.FakeFactory("fp-S"), job, num_actors=1, num_cpus_per_actor=0.5, batch_size=2,
+                          on_result=lambda r: pulled_at_result.append(source.pulled))
+    assert summary.ok == 40 and summary.exit_code == 0
+    in_flight = 2 * (1 + QUEUED_PER_ACTOR)  # items: batch size x batches out at once
+    # At the first result: the batches out, plus at most one item read ahead of a batch boundary.
+    assert pulled_at_result[0] <= in_flight + 1, pulled_at_result
+    # Throughout: never more than the batches out plus one batch ahead of the results handed back.
+    assert all(p <= i + in_flight + 2 for i, p in enumerate(pulled_at_result)), pulled_at_result
+    assert sorted(r.id for r in read_records(tmp_path / "o")) == [f"s{i:03d}" for i in range(40)]
+    data = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert data["sink"]["streamed"] is True and data["run"]["ok"] == 40
