@@ -66,6 +66,27 @@ def bench_engine(models: dict, n_images: int) -> None:
     print(f"  ratio concurrency 8 / 1: {rates[8] / rates[1]:.2f}x")
 
 
+def bench_processed_images(models: dict, n_images: int) -> None:
+    """The image processor once per image (hf_images.py) against once per request, at concurrency 8."""
+    vlm, llm = str(models["qwen2vl"]), str(models["qwen2"])
+    images = photos(n_images)
+    rates, records = {}, {}
+    for cache in (False, True):
+        spec = {"model": vlm, "cache_processed_images": cache}
+        sc = ScaleCap(captioner=spec, scorer=spec, writer=llm, **SETTINGS)
+        list(sc.caption_many(images[:2], concurrency=2))
+        t0 = time.perf_counter()
+        results = list(sc.caption_many(images, concurrency=8))
+        dt = time.perf_counter() - t0
+        rates[cache] = len(results) / dt * 60
+        records[cache] = {r.id: r.stable_json() for r in results}
+        cached = sc.captioner._images
+        extra = f" ({cached.hits} hits, {cached.misses} misses)" if cached is not None else ""
+        print(f"  processor cache {'on ' if cache else 'off'}: {rates[cache]:.1f} images/min{extra}")
+    same = records[True] == records[False]
+    print(f"  ratio on / off: {rates[True] / rates[False]:.2f}x; records identical: {same}")
+
+
 def bench_rating(repeats: int) -> None:
     folder = Path(tempfile.mkdtemp(prefix="scalecap-bench-")) / "tiny-qwen2vl-152k"
     build_tiny_model("qwen2vl", folder, vocab_pad_to=151_936)
@@ -87,7 +108,7 @@ def bench_rating(repeats: int) -> None:
     def forward_inputs(with_image: bool):
         p = prompt if with_image else prompt.without_image()
         text = backend._chat_text(p)
-        enc = backend._encode([text], [image.pil] if with_image else None)
+        enc = backend._encode([text], [image] if with_image else None)
         ids = backend.tokenizer(caption, add_special_tokens=False)["input_ids"]
         full = torch.cat([enc["input_ids"], torch.tensor([ids])], 1)
         extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
@@ -147,6 +168,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     print("engine throughput (tiny Qwen2-VL captioner/scorer + tiny Qwen2 writer, budget 2):")
     bench_engine(models, args.images)
+    print("image processor once per image vs once per request (same models, concurrency 8):")
+    bench_processed_images(models, args.images)
     print("rating step (tiny Qwen2-VL, 152k vocabulary):")
     bench_rating(args.repeats)
 

@@ -45,6 +45,9 @@ class ModelConfig(BaseModel):
     dtype: str = "auto"
     max_batch_size: int = 8
     score_batch_size: int = 1
+    # transformers: the image processor's output kept per image, not recomputed per request
+    # (backends/hf_images.py; exact: verified against the processor's own batch, else it turns off)
+    cache_processed_images: bool = True
     trust_remote_code: bool = False
     revision: str | None = None
     # openai-compatible HTTP

@@ -22,6 +22,7 @@ from typing import Any, Hashable, Sequence
 
 from .base import Capabilities, ChatPrompt, Generation, GenerationParams, TokenScores
 from .batching import MicroBatcher
+from .hf_images import ProcessedImages
 from .images_http import fit_pixels
 from .inprocess import InProcessBackend
 from .reuse import FROM_GENERATION, GeneratedTokens, GenerationLogprobs, match_ids, reusable
@@ -81,11 +82,14 @@ class HFBackend(InProcessBackend):
                     "install torchvision matching your torch (on CPU-only machines see "
                     "scripts/patch_torchvision_cpu.sh)")
             self.tokenizer = self.processor.tokenizer
+            # the processor's output per image, once (hf_images.py); exact, or it turns itself off
+            self._images = ProcessedImages(self.processor, self._pixels) if config.cache_processed_images else None
             self.model = AutoModelForImageTextToText.from_pretrained(config.model, dtype=dtype, **load_kw)
         else:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             self.processor = None
+            self._images = None
             self.tokenizer = AutoTokenizer.from_pretrained(config.model, **load_kw)
             self.model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype, **load_kw)
         self.model.to(self.device).eval()
@@ -135,13 +139,18 @@ class HFBackend(InProcessBackend):
             size = self.config.score_batch_size
             return [s for i in range(0, len(jobs), size) for s in self._score_batch(list(jobs[i:i + size]))]
 
-    def _encode(self, prompts: list[str], images: list[Any] | None):
+    def _encode(self, prompts: list[str], refs: list[Any] | None):
         if self.processor is None:
             return self.tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
         kw: dict[str, Any] = {"text": prompts, "padding": True, "return_tensors": "pt"}
-        if images:
-            kw["images"] = self._nest_images(images)
-        return self.processor(**kw)
+        if not refs:
+            return self.processor(**kw)
+        if self._images is None:
+            kw["images"] = self._nest_images([self._pixels(r.pil) for r in refs])
+            return self.processor(**kw)
+        kw["images"] = self._nest_images([r.pil for r in refs])  # resized by the cache, on a miss only
+        with self._images.keyed([r.key for r in refs]):
+            return self.processor(**kw)
 
     def _nest_images(self, images: list[Any]) -> list[Any]:
         # Idefics3/SmolVLM processors take one list of images per sample; the others a flat list.
@@ -153,7 +162,7 @@ class HFBackend(InProcessBackend):
         params = jobs[0].params
         self.tokenizer.padding_side = "left"
         prompts = [self._chat_text(j.prompt) for j in jobs]
-        images = [self._pixels(j.prompt.image.pil) for j in jobs if j.prompt.image is not None]
+        images = [j.prompt.image for j in jobs if j.prompt.image is not None]
         enc = self._encode(prompts, images).to(self.device)
         # Every decoding setting explicit, never the checkpoint's generation_config (Qwen2/2.5-VL ship
         # a repetition penalty of 1.05, top_k/top_p, sampling on): the same values on every backend.
@@ -232,7 +241,7 @@ class HFBackend(InProcessBackend):
         torch = self._torch
         self.tokenizer.padding_side = "left"
         prompts = [self._chat_text(j.prompt) for j in jobs]
-        images = [self._pixels(j.prompt.image.pil) for j in jobs if j.prompt.image is not None]
+        images = [j.prompt.image for j in jobs if j.prompt.image is not None]
         enc = self._encode(prompts, images)
         targets = [self.tokenizer(j.text, add_special_tokens=False, return_offsets_mapping=True) for j in jobs]
         rows = enc["input_ids"].shape[0]
