@@ -10,7 +10,8 @@ the server's prefix, multimodal and encoder caches reset before each timed run:
    other, one image at a time: the authors' call pattern, doing exactly scalecap's calls.
 3. **naive concurrency**: the same client and calls with 24 images in flight (each image's calls
    still in sequence): the ceiling a simple concurrent script reaches.
-4. **scalecap defaults** (8 images in flight, reuse on) and 5. **scalecap --concurrency 24**,
+4. **scalecap defaults** (images admitted by request demand, reuse on), then **--concurrency 8**
+   and 5. **scalecap --concurrency 24**,
    each with its backend probed before the clock starts (start-up is not a per-image cost).
 
 An untimed serial pass then reads ``/metrics`` around each replayed request for the prefix-cache
@@ -62,6 +63,7 @@ from scalecap import ScaleCap
 from scalecap.backends.base import ChatPrompt, Generation, GenerationParams, TokenScores
 from scalecap.backends.openai_compat import OpenAIBackend
 from scalecap.config import ModelConfig
+from scalecap.admission import admission_for
 from scalecap.engine import Engine
 from scalecap.images import ImageItem, image_ref
 
@@ -319,10 +321,12 @@ def client_cpu() -> float:
     return total
 
 
-async def run_scalecap(sc: Any, items: list[ImageItem], concurrency: int, lag: LoopLag | None = None):
+async def run_scalecap(sc: Any, items: list[ImageItem], concurrency: int | None, lag: LoopLag | None = None):
+    """``concurrency`` images in flight; None: scalecap's default (admission by request demand)."""
     watcher = asyncio.create_task(lag.watch()) if lag else None
     t0, c0 = time.perf_counter(), client_cpu()
-    results = [r async for r in Engine(sc, concurrency=concurrency).run(items)]
+    admission = admission_for(sc, concurrency)
+    results = [r async for r in Engine(sc, admission.max_images, admission.admit).run(items)]
     seconds, cpu = time.perf_counter() - t0, client_cpu() - c0
     if watcher:
         watcher.cancel()
@@ -396,7 +400,8 @@ async def main_async(args: argparse.Namespace, api_base: str, root: str, workdir
     lag = LoopLag()
     finals = {r.id: r.final_caption for r in res_rec}
     extra = [int(c) for c in args.also.split(",") if c.strip()] if args.also else []
-    for name, concurrency in [("scalecap defaults (8 in flight)", 8), (f"scalecap --concurrency {args.naive}", args.naive)] + [
+    for name, concurrency in [("scalecap defaults (admission by demand)", None), ("scalecap --concurrency 8", 8),
+                              (f"scalecap --concurrency {args.naive}", args.naive)] + [
             (f"scalecap --concurrency {c}", c) for c in extra]:
         sc = scalecap(api_base, args.model, True, args.budget)
         await sc.captioner.probe()  # start-up (probe, local tokenizer, tagging workers) is not per-image cost

@@ -4,6 +4,11 @@ Backends batch across concurrent requests; the engine's job is to keep enough im
 those batches to fill, while holding memory flat: it pulls the next item from the source only when
 a slot frees (at most ``concurrency`` images started and not yet handed out), so a million-item
 source is never read ahead. Results come out as they finish.
+
+With ``admit`` (``admission.py``) the number of images floats: a new one starts only while
+``admit()`` says the servers have room, up to ``concurrency``, one per look, since a new image
+shows in the servers' demand only once its first request is made; the engine looks again every
+``ADMIT_POLL`` seconds, since room opens when a request ends, not only when an image does.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import Callable
 from typing import Protocol
 
 from .images import ImageItem
@@ -23,12 +29,18 @@ class ItemCaptioner(Protocol):
     async def caption_item(self, item: ImageItem) -> CaptionResult: ...
 
 
+#: Seconds between looks at ``admit`` while it holds images back.
+ADMIT_POLL = 0.02
+
+
 class Engine:
-    def __init__(self, captioner: ItemCaptioner, concurrency: int = 8) -> None:
+    def __init__(self, captioner: ItemCaptioner, concurrency: int = 8,
+                 admit: Callable[[], bool] | None = None) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.captioner = captioner
         self.concurrency = concurrency
+        self.admit = admit
 
     async def run(self, items: Iterable[ImageItem] | AsyncIterable[ImageItem]) -> AsyncIterator[CaptionResult]:
         """Yield one result per item, in completion order.
@@ -42,7 +54,13 @@ class Engine:
         exhausted = False
         try:
             while True:
+                started = 0
                 while not exhausted and len(running) < self.concurrency:
+                    # By demand: one image per look, since an image's first request (after its
+                    # decoding) is what shows up in the servers' demand.
+                    if running and self.admit is not None and (started or not self.admit()):
+                        break
+                    started += 1
                     try:
                         item = await anext(source)
                     except StopAsyncIteration:
@@ -51,7 +69,9 @@ class Engine:
                     running[asyncio.create_task(self.captioner.caption_item(item))] = item
                 if not running:
                     return
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                held = self.admit is not None and not exhausted and len(running) < self.concurrency
+                done, _ = await asyncio.wait(running, timeout=ADMIT_POLL if held else None,
+                                             return_when=asyncio.FIRST_COMPLETED)
                 results = [self._result_of(task, running.pop(task)) for task in done]
                 # hand out in a stable order when several finish in the same turn
                 for result in sorted(results, key=lambda r: r.id):

@@ -38,6 +38,7 @@ from typing import Any
 
 from . import __version__
 from ._sync import run_sync
+from .admission import admission_for
 from .breaker import DEFAULT_THRESHOLD, Breaker
 from .engine import Engine
 from .filters import FilterSet, Probe, Rejection
@@ -66,7 +67,8 @@ __all__ = ["CaptionJob", "JobSummary", "Worker", "run_job", "iter_image_files", 
 class CaptionJob:
     inputs: list[str]
     output: Path
-    concurrency: int = 8
+    #: Images in flight; None: by request demand on model servers, else 8 (``admission.py``).
+    concurrency: int | None = None
     resume: bool = True
     format: str = "jsonl"
     input_format: str | None = None
@@ -366,7 +368,8 @@ def _run_locked(captioner: Any, job: CaptionJob, source: Source, sink: Sink, sum
     breaker = Breaker(job.stop_after)
 
     async def main() -> None:
-        results = Engine(worker, job.concurrency).run(pending())
+        admission = admission_for(captioner, job.concurrency)
+        results = Engine(worker, admission.max_images, admission.admit).run(pending())
         try:
             await consume(results)
         finally:

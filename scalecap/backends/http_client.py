@@ -71,6 +71,7 @@ class JSONClient:
         self.requests = 0
         self.retries = 0
         self.outstanding = 0
+        self.demand = 0  # requests sent or waiting for a connection (admission.py)
 
     def _state(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
         """The session of the running loop (sync wrappers run a new loop per call; a session cannot
@@ -100,15 +101,19 @@ class JSONClient:
         for attempt in range(attempts):
             retry_after: float | None = None
             try:
-                async with sem:
-                    self.requests += 1
-                    self.outstanding += 1
-                    try:
-                        async with session.request(method, url, data=data) as resp:
-                            payload = await resp.read()
-                            status, headers = resp.status, resp.headers
-                    finally:
-                        self.outstanding -= 1
+                self.demand += 1
+                try:
+                    async with sem:
+                        self.requests += 1
+                        self.outstanding += 1
+                        try:
+                            async with session.request(method, url, data=data) as resp:
+                                payload = await resp.read()
+                                status, headers = resp.status, resp.headers
+                        finally:
+                            self.outstanding -= 1
+                finally:
+                    self.demand -= 1
                 if status < 400:
                     return json.loads(payload)
                 problem = f"HTTP {status}: {_error_text(payload)}"

@@ -128,6 +128,16 @@ class OpenAIBackend:
         return self._http.outstanding
 
     @property
+    def demand(self) -> int:
+        """Requests sent or waiting for one of the ``max_concurrency`` connections."""
+        return self._http.demand
+
+    @property
+    def target(self) -> int:
+        """The demand the engine keeps this server at (``admission.py``)."""
+        return self._http.max_connections
+
+    @property
     def local_tokenizer(self) -> str | None:
         """Where the in-process tokenizer came from, or None if token ids come from the server."""
         return self._local.source if self._local is not None else None

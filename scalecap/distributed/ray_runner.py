@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..admission import admission_for
 from ..engine import Engine
 from ..filters import FilterSet
 from ..images import ImageItem
@@ -175,7 +176,7 @@ class _CaptionActor:
     """One per Ray actor: a captioner built once, then batch after batch of rows."""
 
     def __init__(self, factory: Callable[[], Any], output_dir: str, run_tag: str, filters: FilterSet | None,
-                 concurrency: int, known_fingerprints: list, allow_mixed: bool, fetch: FetchConfig,
+                 concurrency: int | None, known_fingerprints: list, allow_mixed: bool, fetch: FetchConfig,
                  done_ref: list | None = None) -> None:
         import ray
 
@@ -206,7 +207,8 @@ class _CaptionActor:
                                                                ("record", pa.string())]))
 
         async def collect() -> list[CaptionResult]:
-            return [r async for r in Engine(self.worker, self.concurrency).run(items)]
+            admission = admission_for(self.captioner, self.concurrency)
+            return [r async for r in Engine(self.worker, admission.max_images, admission.admit).run(items)]
 
         results = sorted((serialisable(r) for r in self.loop.run_until_complete(collect())), key=lambda r: r.id)
         name = _shard_name(self.run_tag, [r.id for r in results])
@@ -224,7 +226,7 @@ class _StreamingActor(_CaptionActor):
 
 # ---------------------------------------------------------------------------------------- driver
 def caption_ray_dataset(ds, scalecap_factory: Callable[[], Any], output_dir: str | Path, *, num_actors: int = 2,
-                        num_cpus_per_actor: float = 1.0, concurrency: int = 8, batch_size: int = 8,
+                        num_cpus_per_actor: float = 1.0, concurrency: int | None = None, batch_size: int = 8,
                         filters: FilterSet | None = None, retry_failed: bool = True, resume: bool = True,
                         allow_mixed_fingerprints: bool = False, prices: Prices | None = None,
                         fetch: FetchConfig | None = None, progress: JobProgress | None = None,
