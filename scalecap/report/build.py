@@ -403,6 +403,7 @@ def build_report(
         "ids": col.ids, "status": col.status.tolist(), "reason": col.reason.tolist(),
         "ratio": col.ratio, "words": col.words.tolist(), "tokens": col.tokens.tolist(),
         "fp": col.fp.tolist(), "nsent": col.nsent.tolist(), "nkept": col.nkept.tolist(),
+        "corr": col.corr.tolist(), "dom": col.dom.tolist(), "ocr": col.ocr.tolist(), "fh": col.hits,
     }
     scores = {
         "cap": {"off": col.cap_off.tolist(), "s": [None if math.isnan(x) else x for x in col.cap_s.tolist()],
@@ -417,7 +418,7 @@ def build_report(
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "layout": layout, "chunk_size": chunk_size, "page_size": page_size,
         "files": files_prefix if layout == "folder" else None,
-        "reasons": col.reasons,
+        "reasons": col.reasons, "domains": col.domains, "hit_codes": col.hit_codes,
         "overview": overview, "index": index,
         "evaluations": eval_tables,
     }
