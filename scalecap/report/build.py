@@ -456,7 +456,7 @@ _KNOWN_STAGES = ("routing", "caption", "caption_rating", "instructions", "answer
 def _evaluation_tables(paths: Sequence[Path | str]) -> list[dict[str, Any]]:
     """One compare-style table per metric of the given ``scalecap eval`` result files."""
     from ..eval.common import EvalInputError
-    from ..eval.compare import load_result, table as compare_table
+    from ..eval.compare import load_result, table as compare_table, with_domains
 
     by_metric: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for p in paths:
@@ -467,7 +467,7 @@ def _evaluation_tables(paths: Sequence[Path | str]) -> list[dict[str, Any]]:
         by_metric.setdefault(doc["metric"], []).append((Path(p), doc))
     out = []
     for metric, items in by_metric.items():
-        cols, rows = compare_table([d for _, d in items])
+        cols, rows = compare_table(with_domains([d for _, d in items]))  # a row per domain under each result
         out.append({"metric": metric, "label": items[0][1].get("label", ""), "cols": cols, "rows": rows,
                     "files": [p.name for p, _ in items]})
     return out

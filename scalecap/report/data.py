@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..eval.common import UNKNOWN_DOMAIN
 from ..records import CaptionResult, FilterHit, ScoredSentence
 
 STATUS_CODES = {"ok": 0, "failed": 1, "filtered": 2}
@@ -27,9 +28,6 @@ STATUS_CODES = {"ok": 0, "failed": 1, "filtered": 2}
 CORR_RAN, CORR_CHANGED, CORR_REJECTED = 1, 2, 4
 # Values of the per-image ``ocr`` column: no OCR, OCR with every quote found, a quote not in the OCR.
 OCR_NONE, OCR_READ, OCR_UNSUPPORTED = 0, 1, 2
-# Domain labels of records the page and ``scalecap eval`` group apart (not valid domain ids, so
-# they cannot collide with one): no domain in the record; a domain whose id is None.
-NO_DOMAIN, UNKNOWN_DOMAIN = "(none)", "(unknown)"
 _WS = re.compile(r"\s+")
 
 
@@ -246,6 +244,7 @@ class Collector:
         if rec.domain is None:
             self.dom.append(-1)
         else:
+            # the labels ``scalecap eval`` groups by (``eval.common.domain_label``)
             self.dom.append(self._label(rec.domain.id or UNKNOWN_DOMAIN, self.domains, self._dom_ix))
         if rec.ocr is None:
             self.ocr.append(OCR_NONE)
