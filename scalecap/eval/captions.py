@@ -14,6 +14,10 @@ Accepted formats (told apart by content, not by name):
   final one); for any other field name: exactly that key. The ScaleCap authors' files
   (``image_file``, ``ori_caption``, ``final_caption``) are rows.
 
+Domains (for every metric's per-domain breakdown): a scalecap record's ``domain`` (its id; a domain
+without id is ``(unknown)``), or a row's ``domain`` column (a string, or an object with an ``id``);
+ids without either are ``(none)``.
+
 The same id may appear on several lines (one line per question of a benchmark whose questions share
 an image): identical captions are merged; differing ones keep the first and are reported as conflicts.
 """
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Any
 
-from .common import EvalInputError, KeyIndex, read_json_or_jsonl, require_file, sha256_file
+from .common import NO_DOMAIN, EvalInputError, KeyIndex, domain_label, read_json_or_jsonl, require_file, sha256_file
 
 ID_KEYS = ("id", "image_id", "question_id", "index", "image", "image_file", "file_name", "filename")
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
@@ -43,6 +47,7 @@ class CaptionSet:
     captions: dict[str, str] = dc_field(default_factory=dict)
     unusable: dict[str, str] = dc_field(default_factory=dict)  # id -> why it cannot be used
     conflicts: list[str] = dc_field(default_factory=list)  # ids seen with different captions
+    domains: dict[str, str] = dc_field(default_factory=dict)  # id -> domain label, for ids that have one
     numeric_ids: bool = False
     sha256: str | None = None
     _index: KeyIndex | None = None
@@ -73,6 +78,10 @@ class CaptionSet:
         if key in self.captions:
             return key, self.captions[key], None
         return key, None, self.unusable[key]
+
+    def domain_of(self, key: str | None) -> str:
+        """The domain label of a caption key (``NO_DOMAIN`` for None: an item without a caption)."""
+        return self.domains.get(key, NO_DOMAIN) if key is not None else NO_DOMAIN
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path) if self.path else None, "sha256": self.sha256, "format": self.format,
@@ -158,6 +167,12 @@ def load_captions(path: str | Path, field: str = "final_caption", numeric_ids: b
                 names = ", ".join(FIELD_ALIASES.get(field, (field,)))
                 raise EvalInputError(f"captions: {p} row {n} has no caption field for --field {field} (looked for {names})")
             _add(cs, key, text, f"{p} row {n}")
+            if "domain" in row and key not in cs.domains:
+                d = row["domain"]
+                if d is not None and not isinstance(d, (str, dict)):
+                    raise EvalInputError(f"captions: {p} row {n}: domain is a {type(d).__name__}, expected a "
+                                         "string or an object with an id")
+                cs.domains[key] = domain_label(d)
     return _checked(cs)
 
 
@@ -179,8 +194,10 @@ def _read_results(cs: CaptionSet, rows: list[dict[str, Any]], p: Path) -> None:
             why = f"record status {rec.status}" + (f": {rec.error}" if rec.error else "")
             if rec.id not in cs.captions:
                 cs.unusable[rec.id] = why
+            cs.domains.setdefault(rec.id, domain_label(rec.domain))
             continue
         _add(cs, rec.id, getattr(rec, cs.field), f"{p} row {n}")
+        cs.domains.setdefault(rec.id, domain_label(rec.domain))
 
 
 def _checked(cs: CaptionSet) -> CaptionSet:

@@ -48,6 +48,16 @@ ItemsOpt = typer.Option(None, "--items", help="Per-item JSONL (default: next to 
 ApiBaseOpt = typer.Option(None, "--api-base", help="OpenAI-compatible server for the --*-model options (e.g. http://127.0.0.1:8000/v1).")
 ApiKeyOpt = typer.Option(None, "--api-key-env", help="Environment variable holding the server's API key.")
 PromptOpt = typer.Option(None, "--prompt", help="Override a prompt: NAME=FILE (names: system, prism_answer, extract_answer, judge_open, captionqa_answer, scene_graph).")
+ByDomainOpt = typer.Option(False, "--by-domain", help="Break the numbers down by the records' domain even when the captions span one domain (with more than one, they always are).")
+
+
+def _print_domains(doc: dict[str, Any]) -> None:
+    """The metric's table once more, a row per domain under the overall one (when the result has them)."""
+    from . import compare as cmp
+
+    if doc.get("by_domain"):
+        cols, rows = cmp.table(cmp.with_domains([doc], single=True))
+        console.print(cmp.to_rich((["domain", *cols[1:]], rows), title=f"{doc['metric']} by domain — {doc['name']}"))
 
 
 def _prompt_overrides(specs: Optional[list[str]]) -> dict[str, str]:
@@ -135,6 +145,7 @@ def vqa_cmd(
     judge_max_tokens: int = typer.Option(16, "--judge-max-tokens", min=1),
     judge_attempts: int = typer.Option(5, "--judge-attempts", min=1, help="Tries per item before it is ungraded."),
     prompt: Optional[list[str]] = PromptOpt,
+    by_domain: bool = ByDomainOpt,
     output: Optional[Path] = OutOpt,
     items: Optional[Path] = ItemsOpt,
 ) -> None:
@@ -167,7 +178,7 @@ def vqa_cmd(
             engine = PrismVQA(a, extractor=e, judge=j, settings=settings, prompts=prompts)
             prog, tick = _progress(len(bench.items), "vqa")
             with prog:
-                return await run_vqa(caps, bench, engine, argv=_argv(), on_done=tick)
+                return await run_vqa(caps, bench, engine, argv=_argv(), on_done=tick, by_domain=by_domain)
         finally:
             await pool.close()
 
@@ -196,6 +207,7 @@ def captionqa_cmd(
     max_tokens: int = typer.Option(64, "--max-tokens", min=1, help="Answer length limit."),
     extract_max_tokens: int = typer.Option(32, "--extract-max-tokens", min=1),
     prompt: Optional[list[str]] = PromptOpt,
+    by_domain: bool = ByDomainOpt,
     output: Optional[Path] = OutOpt,
     items: Optional[Path] = ItemsOpt,
 ) -> None:
@@ -223,7 +235,7 @@ def captionqa_cmd(
             engine = CaptionQA(a, extractor=e, settings=settings, prompts=prompts)
             prog, tick = _progress(len(bench.items), "captionqa")
             with prog:
-                return await run_captionqa(caps, bench, engine, argv=_argv(), on_done=tick)
+                return await run_captionqa(caps, bench, engine, argv=_argv(), on_done=tick, by_domain=by_domain)
         finally:
             await pool.close()
 
@@ -254,6 +266,7 @@ def _print_qa(doc: dict[str, Any]) -> None:
         t.add_row(*row(c, b))
     t.add_row(*row("[bold]overall[/bold]", s["overall"]))
     console.print(t)
+    _print_domains(doc)
     o = s["overall"]
     if o["missing_caption"]:
         ids = s["missing"]["ids"]
@@ -283,6 +296,7 @@ def chair_cmd(
     synonyms: Optional[Path] = typer.Option(None, "--synonyms", help="Synonym table (default: the bundled CHAIR COCO table)."),
     field: str = FieldOpt,
     details: bool = typer.Option(False, "--details", help="Also write per-image details (mentions, hallucinations, ground truth)."),
+    by_domain: bool = ByDomainOpt,
     output: Optional[Path] = OutOpt,
     items: Optional[Path] = ItemsOpt,
 ) -> None:
@@ -294,7 +308,7 @@ def chair_cmd(
     vocab = ChairVocabulary(synonyms)
     gt = load_ground_truth(list(annotations), vocab)
     caps = load_captions(captions, field, numeric_ids=True)
-    doc, rows = run_chair(caps, gt, vocab, argv=_argv())
+    doc, rows = run_chair(caps, gt, vocab, argv=_argv(), by_domain=by_domain)
     out, items_path = _paths(output, items, "chair", caps.name)
     _write(doc, rows if details else None, out, items_path if details else None)
     s = doc["summary"]
@@ -307,6 +321,7 @@ def chair_cmd(
               "-" if s["mean_length_words"] is None else f"{s['mean_length_words']:.1f}",
               str(s["mentions"]), str(s["hallucinated_mentions"]))
     console.print(t)
+    _print_domains(doc)
     if doc["top_hallucinations"]:
         console.print("most hallucinated: " + ", ".join(f"{c} ×{n}" for c, n in doc["top_hallucinations"]), highlight=False)
     if s["unknown_ids"]["count"]:
@@ -404,6 +419,7 @@ def capture_cmd(
     judge_config: Optional[Path] = typer.Option(None, "--judge-config", help="--refined: judge ModelConfig TOML."),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="--refined: judge served at --api-base."),
     prompt: Optional[list[str]] = PromptOpt,
+    by_domain: bool = ByDomainOpt,
     output: Optional[Path] = OutOpt,
     items: Optional[Path] = ItemsOpt,
 ) -> None:
@@ -434,7 +450,7 @@ def capture_cmd(
             elif extra_objects or judge or judge_config or judge_model:
                 raise EvalInputError("capture: --extra-objects and --judge* belong to --refined")
             return await run_capture(caps, refs, ev, references, limit=limit, argv=_argv(), prompts=prompts,
-                                     refined=ref, extra_objects_path=extra_objects)
+                                     refined=ref, extra_objects_path=extra_objects, by_domain=by_domain)
         finally:
             await pool.close()
 
@@ -457,6 +473,7 @@ def capture_cmd(
         rtrip = lambda k: "/".join(pct(rs[f"{k}_{x}"]) for x in ("precision", "recall", "f1"))  # noqa: E731
         rt.add_row(str(rs["captions"]), pct(rs["score"]), rtrip("object"), rtrip("attribute"), rtrip("relation"))
         console.print(rt)
+    _print_domains(doc)
     if not doc["official"]:
         console.print("[yellow]NOT the official CAPTURE metric:[/yellow]", highlight=False)
         for d in doc["deviations"]:
@@ -530,6 +547,7 @@ def arena_cmd(
     constrain: bool = ConstrainOpt,
     price: Optional[list[str]] = PriceOpt,
     prompt: Optional[list[str]] = typer.Option(None, "--prompt", help="Override a prompt: NAME=FILE (system, arena_judge)."),
+    by_domain: bool = ByDomainOpt,
     resume: bool = ResumeOpt,
     overwrite: bool = OverwriteOpt,
     output: Optional[Path] = OutOpt,
@@ -561,7 +579,7 @@ def arena_cmd(
             prog, tick = _progress(min(n, limit) if limit else n, "arena")
             with prog:
                 return await run_arena(a, b, finder, engine, items_path=items_path, resume=resume, overwrite=overwrite,
-                                       limit=limit, argv=_argv(), on_done=tick)
+                                       limit=limit, argv=_argv(), on_done=tick, by_domain=by_domain)
         finally:
             await pool.close()
 
@@ -578,6 +596,7 @@ def arena_cmd(
     t.add_row(str(s["pairs"]), str(s["judged"]), str(s["wins"]), str(s["ties"]), str(s["losses"]), sc(s["score_a"]),
               sc(s["score_b"]), pct(s["win_rate_a"]), str(s["order_disagreements"]))
     console.print(t)
+    _print_domains(doc)
     _print_failures(s)
     _exit_code(s)
 
@@ -609,6 +628,7 @@ def dcscore_cmd(
     constrain: bool = ConstrainOpt,
     price: Optional[list[str]] = PriceOpt,
     prompt: Optional[list[str]] = typer.Option(None, "--prompt", help="Override a prompt: NAME=FILE (system, dcscore_decompose, dcscore_judge, dcscore_match)."),
+    by_domain: bool = ByDomainOpt,
     resume: bool = ResumeOpt,
     overwrite: bool = OverwriteOpt,
     output: Optional[Path] = OutOpt,
@@ -646,7 +666,7 @@ def dcscore_cmd(
             with prog:
                 return await run_dcscore(caps, finder, engine, references=refs, references_path=references,
                                          items_path=items_path, resume=resume, overwrite=overwrite, limit=limit,
-                                         argv=_argv(), on_done=tick)
+                                         argv=_argv(), on_done=tick, by_domain=by_domain)
         finally:
             await pool.close()
 
@@ -663,6 +683,7 @@ def dcscore_cmd(
               "-" if s["units_per_caption"] is None else f"{s['units_per_caption']:.1f}",
               pct(s["precision"]), pct(s["recall"]), pct(s["f1"]))
     console.print(t)
+    _print_domains(doc)
     if not s["with_references"]:
         console.print("no --references: recall and F1 need reference captions", highlight=False)
     _print_failures(s)
@@ -683,6 +704,7 @@ def compare_cmd(
     field: str = FieldOpt,
     fields: Optional[str] = typer.Option(None, "--fields", help="Comma-separated caption fields, each a row per input (e.g. first_caption,final_caption,corrected_caption); replaces --field."),
     per_question: bool = typer.Option(False, "--per-question", help="Add the questions asked per image (from the scalecap records) and the headline number per question: fixed N vs --budget auto."),
+    by_domain: bool = typer.Option(False, "--by-domain", help="With --metric: a row per domain under each set's row even when its captions span one domain (with more than one, and for result files that carry a breakdown, always)."),
     annotations: Optional[list[Path]] = typer.Option(None, "--annotations", "-a", help="chair: annotation files."),
     synonyms: Optional[Path] = typer.Option(None, "--synonyms", help="chair: synonym table."),
     benchmark: Optional[Path] = typer.Option(None, "--benchmark", "-b", help="vqa/captionqa: questions."),
@@ -754,13 +776,17 @@ def compare_cmd(
                 d["name"] = cs.field if len(inputs) == 1 else f"{cs.name}.{cs.field}"
             if asked is not None:
                 d["questions_asked"] = asked[i]
+                if d.get("by_domain"):
+                    d["questions_asked_by_domain"] = {
+                        dom: cmp.questions_asked(cs.path, [k for k in cs.captions if cs.domain_of(k) == dom])
+                        for dom in d["by_domain"]}
     if row_names:
         for d, n in zip(docs, row_names):
             d["name"] = n
     if save_results:
         for d in docs:
             write_json(save_results / f"{d['metric']}-{d['name']}.json", d)
-    t = cmp.table(docs, per_question=per_question)
+    t = cmp.table(cmp.with_domains(docs), per_question=per_question)
     console.print(cmp.to_rich(t, title=f"{docs[0]['metric']}: {len(docs)} caption set(s)"))
     if docs[0]["metric"] == "capture" and not all(d.get("official") for d in docs):
         console.print("[yellow]rows marked official=NO are not the official CAPTURE metric (see each result's deviations)[/yellow]")
@@ -784,7 +810,7 @@ async def _compare_run(metric: str, sets: list, o: dict[str, Any]) -> list[dict[
                 raise EvalInputError("compare --metric chair needs --annotations")
             vocab = ChairVocabulary(o["synonyms"])
             gt = load_ground_truth(list(o["annotations"]), vocab)
-            return [runs.run_chair(cs, gt, vocab, argv=_argv())[0] for cs in sets]
+            return [runs.run_chair(cs, gt, vocab, argv=_argv(), by_domain=o["by_domain"])[0] for cs in sets]
         if metric in ("vqa", "captionqa"):
             from .benchmarks import load_benchmark
 
@@ -804,7 +830,7 @@ async def _compare_run(metric: str, sets: list, o: dict[str, Any]) -> list[dict[
                     answer_max_tokens=o["max_tokens"] or 512, judge_max_tokens=o["judge_max_tokens"],
                     judge_attempts=o["judge_attempts"], concurrency=o["concurrency"]))
                 for cs in sets:
-                    docs.append((await runs.run_vqa(cs, bench, engine, argv=_argv()))[0])
+                    docs.append((await runs.run_vqa(cs, bench, engine, argv=_argv(), by_domain=o["by_domain"]))[0])
             else:
                 from .captionqa import CaptionQA, CaptionQASettings
 
@@ -812,7 +838,7 @@ async def _compare_run(metric: str, sets: list, o: dict[str, Any]) -> list[dict[
                 engine = CaptionQA(a, extractor=e, settings=CaptionQASettings(
                     seed=o["seed"], answer_max_tokens=o["max_tokens"] or 64, concurrency=o["concurrency"]))
                 for cs in sets:
-                    docs.append((await runs.run_captionqa(cs, bench, engine, argv=_argv()))[0])
+                    docs.append((await runs.run_captionqa(cs, bench, engine, argv=_argv(), by_domain=o["by_domain"]))[0])
             return docs
         if metric == "capture":
             from .capture import load_references
@@ -827,7 +853,7 @@ async def _compare_run(metric: str, sets: list, o: dict[str, Any]) -> list[dict[
                 device="cpu", prompt_overrides={})
             for cs in sets:
                 docs.append((await runs.run_capture(cs, refs, ev, o["references"], limit=o["limit"], argv=_argv(),
-                                                    prompts=prompts))[0])
+                                                    prompts=prompts, by_domain=o["by_domain"]))[0])
             return docs
         if metric in ("arena", "dcscore"):
             return await _compare_judged(metric, sets, o, pool)
@@ -856,7 +882,7 @@ async def _compare_judged(metric: str, sets: list, o: dict[str, Any], pool) -> l
                        prices=RolePrices.parse(o["price"] or [], ROLES))
         for cs in sets:
             docs.append((await runs.run_arena(cs, b, _images(o["images"], cs), engine, limit=o["limit"],
-                                              argv=_argv()))[0])
+                                              argv=_argv(), by_domain=o["by_domain"]))[0])
         return docs
     from .capture import load_references
     from .dcscore import ROLES, DCScore, DCScoreSettings
@@ -872,7 +898,8 @@ async def _compare_judged(metric: str, sets: list, o: dict[str, Any], pool) -> l
     engine = DCScore(d, j, matcher=m, settings=settings, prices=RolePrices.parse(o["price"] or [], ROLES))
     for cs in sets:
         docs.append((await runs.run_dcscore(cs, _images(o["images"], cs), engine, references=refs,
-                                            references_path=o["references"], limit=o["limit"], argv=_argv()))[0])
+                                            references_path=o["references"], limit=o["limit"], argv=_argv(),
+                                            by_domain=o["by_domain"]))[0])
     return docs
 
 

@@ -1,4 +1,5 @@
-"""Small pieces shared by every metric: the input error type, prompt filling, id matching, hashing.
+"""Small pieces shared by every metric: the input error type, prompt filling, id matching, hashing,
+and the per-domain breakdown every metric's result gets.
 
 Nothing here imports torch or a model library, so the CLI stays quick to start.
 """
@@ -205,6 +206,43 @@ def finite_or_none(x: Any) -> Any:
 
 def pct(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{100 * x:.{digits}f}"
+
+
+# --------------------------------------------------------------------------- domains
+
+#: Group of the items whose caption's record has no domain (or that have no caption at all), and of
+#: records whose domain names no id (an unconstrained router's unreadable reply, an unknown declared
+#: label). Neither is a valid domain id (``[a-z][a-z0-9_]*``), so neither can collide with one.
+NO_DOMAIN, UNKNOWN_DOMAIN = "(none)", "(unknown)"
+
+
+def domain_label(domain: Any) -> str:
+    """The group of a record's ``domain``: its id, ``UNKNOWN_DOMAIN`` without one, ``NO_DOMAIN`` if absent.
+
+    ``domain`` is a ``DomainInfo``, its dict form, a plain id string (a caption row's ``domain``
+    column), or None."""
+    if domain is None:
+        return NO_DOMAIN
+    did = domain.get("id") if isinstance(domain, dict) else domain if isinstance(domain, str) else getattr(domain, "id")
+    if did is None or (isinstance(did, str) and not did.strip()):
+        return UNKNOWN_DOMAIN
+    return str(did).strip()
+
+
+def by_domain(items: Sequence[T], key_of: Callable[[T], str | None], domain_of: Callable[[str | None], str],
+              summarize: Callable[[list[T]], dict[str, Any]], force: bool = False) -> dict[str, dict[str, Any]] | None:
+    """The metric's own summary over the items of each domain, by domain label (sorted).
+
+    ``key_of`` gives an item's caption key, ``domain_of`` the domain of a key (None: no caption),
+    ``summarize`` is the same aggregation the metric's overall numbers come from, so a domain's row
+    and the overall row are computed alike. None when the items span one domain only, unless
+    ``force`` (``--by-domain``)."""
+    groups: dict[str, list[T]] = {}
+    for it in items:
+        groups.setdefault(domain_of(key_of(it)), []).append(it)
+    if len(groups) < 2 and not force:
+        return None
+    return {label: summarize(groups[label]) for label in sorted(groups)}
 
 
 # --------------------------------------------------------------------------- concurrency

@@ -5,6 +5,10 @@ Two comparisons the issue-15 stages call for come in one command: the caption fi
 file as rows (first vs final vs self-corrected caption, ``--fields``), and what each set's questions
 bought (``--per-question``: the questions the records asked per image, and the metric's headline
 number divided by them), for fixed N against the adaptive budget.
+
+A result with a per-domain breakdown (``by_domain``, see ``common.by_domain``) adds one row per
+domain under its own row (``with_domains``); the columns that count run-level bookkeeping rather
+than items (unknown ids, unusable captions) are left empty on those rows.
 """
 
 from __future__ import annotations
@@ -86,6 +90,30 @@ def questions_asked(path: str | Path, ids: Any) -> dict[str, Any]:
             "per_image": total / len(counts) if counts else None}
 
 
+def with_domains(docs: list[dict[str, Any]], single: bool = False) -> list[dict[str, Any]]:
+    """Each document followed by one pseudo-document per domain of its ``by_domain`` (same metric,
+    the domain's summary, named ``NAME · DOMAIN``; with ``single``, the rows are ``all`` and the
+    bare domain names). ``questions_asked_by_domain`` becomes each domain row's ``questions_asked``."""
+    out = []
+    for d in docs:
+        groups = d.get("by_domain") or {}
+        out.append({**d, "name": "all"} if single and groups else d)
+        asked = d.get("questions_asked_by_domain") or {}
+        for dom, summary in groups.items():
+            row = {k: v for k, v in d.items() if k not in ("by_domain", "questions_asked", "questions_asked_by_domain")}
+            row.update(name=dom if single else f"{d['name']} · {dom}", summary=summary)
+            if dom in asked:
+                row["questions_asked"] = asked[dom]
+            out.append(row)
+    return out
+
+
+def _count(s: dict[str, Any], key: str) -> Any:
+    """A run-level count (``unknown_ids``, ``unusable_captions``); None on a domain's row, which has none."""
+    v = s.get(key)
+    return v["count"] if isinstance(v, dict) else None
+
+
 def table(docs: list[dict[str, Any]], per_question: bool = False) -> Table:
     """Columns and rows for result documents of one metric (numbers in %, except lengths); with
     ``per_question``, the questions asked per image and the headline number per question after them
@@ -117,13 +145,13 @@ def _metric_table(docs: list[dict[str, Any]]) -> Table:
     if metric == "chair":
         cols = ["captions", "n", "CHAIR_s %", "CHAIR_i %", "recall %", "words/caption", "unknown ids", "unusable"]
         rows = [[d["name"], s["captions"], _p(s["chair_s"]), _p(s["chair_i"]), _p(s["recall"]),
-                 _r(s["mean_length_words"], 1), s["unknown_ids"]["count"], s["unusable_captions"]["count"]]
+                 _r(s["mean_length_words"], 1), _count(s, "unknown_ids"), _count(s, "unusable_captions")]
                 for d in docs for s in [d["summary"]]]
         return cols, rows
     if metric == "capture":
         cols = ["captions", "n", "CAPTURE %", "F1 obj %", "F1 attr %", "F1 rel %", "unknown ids", "official"]
         rows = [[d["name"], s["captions"], _p(s["score"]), _p(s["object_f1"]), _p(s["attribute_f1"]),
-                 _p(s["relation_f1"]), s["unknown_ids"]["count"], "yes" if d.get("official") else "NO"]
+                 _p(s["relation_f1"]), _count(s, "unknown_ids"), "yes" if d.get("official") else "NO"]
                 for d in docs for s in [d["summary"]]]
         return cols, rows
     if metric == "arena":

@@ -19,7 +19,16 @@ from . import provenance
 from . import vqa
 from .benchmarks import Benchmark
 from .captions import CaptionSet
+from .common import by_domain as _by_domain
 from .models import describe
+
+
+def _domains(doc: dict[str, Any], items: list[Any], key_of: Callable[[Any], str | None], captions: CaptionSet,
+             summarize: Callable[[list[Any]], dict[str, Any]], force: bool) -> None:
+    """``doc["by_domain"]``: the metric's summary per domain of the captions (``common.by_domain``)."""
+    groups = _by_domain(items, key_of, captions.domain_of, summarize, force)
+    if groups is not None:
+        doc["by_domain"] = groups
 
 
 def _data(captions: CaptionSet, **more: Any) -> dict[str, Any]:
@@ -29,7 +38,7 @@ def _data(captions: CaptionSet, **more: Any) -> dict[str, Any]:
 
 
 async def run_vqa(captions: CaptionSet, bench: Benchmark, engine: vqa.PrismVQA, *, argv: list[str] | None = None,
-                  on_done: Callable[[Any], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                  on_done: Callable[[Any], None] | None = None, by_domain: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     items = await engine.run(bench, captions, on_done)
     summary = vqa.summarize(items, captions)
     models = {"answerer": describe(engine.answerer)}
@@ -49,11 +58,12 @@ async def run_vqa(captions: CaptionSet, bench: Benchmark, engine: vqa.PrismVQA, 
             settings={**engine.settings.__dict__, "caption_field": captions.field, "benchmark_format": bench.format,
                       "items": len(bench.items)}, argv=argv),
     }
+    _domains(doc, items, lambda r: r.caption_key, captions, vqa.summarize, by_domain)
     return doc, [r.to_dict() for r in items]
 
 
 async def run_captionqa(captions: CaptionSet, bench: Benchmark, engine: cqa.CaptionQA, *, argv: list[str] | None = None,
-                        on_done: Callable[[Any], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                        on_done: Callable[[Any], None] | None = None, by_domain: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     items = await engine.run(bench, captions, on_done)
     models = {"answerer": describe(engine.answerer)}
     if engine.extractor is not engine.answerer:
@@ -68,11 +78,12 @@ async def run_captionqa(captions: CaptionSet, bench: Benchmark, engine: cqa.Capt
             data=_data(captions, benchmark=bench.path), seed=engine.settings.seed,
             settings={**engine.settings.__dict__, "caption_field": captions.field, "items": len(bench.items)}, argv=argv),
     }
+    _domains(doc, items, lambda r: r.caption_key, captions, cqa.summarize, by_domain)
     return doc, [r.to_dict() for r in items]
 
 
 def run_chair(captions: CaptionSet, gt: ch.GroundTruth, vocab: ch.ChairVocabulary, *,
-              argv: list[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+              argv: list[str] | None = None, by_domain: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     summary, images = ch.evaluate(captions, gt, vocab)
     doc = {
         "metric": ch.METRIC, "metric_version": ch.VERSION, "name": captions.name,
@@ -84,13 +95,14 @@ def run_chair(captions: CaptionSet, gt: ch.GroundTruth, vocab: ch.ChairVocabular
             ch.METRIC, ch.VERSION, data=_data(captions, annotations=gt.sources, synonyms=vocab.path),
             settings={"caption_field": captions.field}, argv=argv),
     }
+    _domains(doc, images, lambda r: r.id, captions, ch.aggregate, by_domain)
     return doc, [r.to_dict() for r in images]
 
 
 async def run_capture(captions: CaptionSet, references: dict[str, list[str]], evaluator: cap.CaptureEvaluator,
                       references_path: str | Path | None, *, limit: int | None = None, argv: list[str] | None = None,
                       prompts: dict[str, str] | None = None, refined: Any = None,
-                      extra_objects_path: str | Path | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                      extra_objects_path: str | Path | None = None, by_domain: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     summary, samples = await cap.evaluate(captions, references, evaluator, limit, refined=refined)
     official, label = evaluator.config.label()
     major, minor = evaluator.config.deviations()
@@ -110,6 +122,16 @@ async def run_capture(captions: CaptionSet, references: dict[str, list[str]], ev
     if refined is not None:
         doc["refined_label"] = ("refined CAPTURE (our reading of SC-Captioner's description, not their code), "
                                 "on the same parts as CAPTURE above")
+
+    def summarize(subset: list[dict[str, Any]]) -> dict[str, Any]:
+        out = cap.aggregate(subset)
+        if refined is not None:
+            from .capture_refined import aggregate_refined
+
+            out["refined"] = aggregate_refined([x["refined"] for x in subset])
+        return out
+
+    _domains(doc, samples, lambda x: x["id"], captions, summarize, by_domain)
     return doc, samples
 
 
@@ -137,7 +159,8 @@ def judged_run_hash(metric: str, models: dict[str, Any], prompts: dict[str, str]
 async def run_arena(a: CaptionSet, b: CaptionSet, images: judged.ImageFinder, engine: ar.Arena, *,
                     items_path: Path | None = None, resume: bool = False, overwrite: bool = False,
                     limit: int | None = None, argv: list[str] | None = None,
-                    on_done: Callable[[Any], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                    on_done: Callable[[Any], None] | None = None, by_domain: bool = False,
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A's captions against B's, pair by pair; the items file (when given) is the resumable journal."""
     models = {"judge": describe(engine.judge)}
     settings = {**engine.settings.__dict__, "caption_field": a.field, "against_field": b.field, "limit": limit,
@@ -152,6 +175,8 @@ async def run_arena(a: CaptionSet, b: CaptionSet, images: judged.ImageFinder, en
                       "(scalecap's judge prompt)", summary, models, engine.prompts, data, settings, rows,
                       engine.prices, journal, argv)
     doc["against"] = b.name
+    _domains(doc, rows, lambda r: r["id"], a, lambda rs: {"a": a.name, "b": b.name, **ar.summarize(rs),
+                                                          "cost": judged.cost_summary(rs, engine.prices)}, by_domain)
     return doc, rows
 
 
@@ -177,7 +202,8 @@ async def run_dcscore(captions: CaptionSet, images: judged.ImageFinder, engine: 
                       references: dict[str, list[str]] | None = None, references_path: str | Path | None = None,
                       items_path: Path | None = None, resume: bool = False, overwrite: bool = False,
                       limit: int | None = None, argv: list[str] | None = None,
-                      on_done: Callable[[Any], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                      on_done: Callable[[Any], None] | None = None, by_domain: bool = False,
+                      ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """DCScore of one caption set; the items file (when given) is the resumable journal."""
     models = {"decomposer": describe(engine.decomposer), "judge": describe(engine.judge)}
     if engine.matcher is not engine.decomposer:
@@ -193,4 +219,7 @@ async def run_dcscore(captions: CaptionSet, images: judged.ImageFinder, engine: 
                       "DCScore: caption decomposed into primitive units by an LLM, each judged against the image by a "
                       "VLM; reference units matched for recall (scalecap's prompts)", summary, models, engine.prompts,
                       data, settings, rows, engine.prices, journal, argv)
+    _domains(doc, rows, lambda r: r["id"], captions,
+             lambda rs: {**dcs.summarize(rs, references is not None), "cost": judged.cost_summary(rs, engine.prices)},
+             by_domain)
     return doc, rows

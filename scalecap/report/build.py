@@ -403,6 +403,7 @@ def build_report(
         "ids": col.ids, "status": col.status.tolist(), "reason": col.reason.tolist(),
         "ratio": col.ratio, "words": col.words.tolist(), "tokens": col.tokens.tolist(),
         "fp": col.fp.tolist(), "nsent": col.nsent.tolist(), "nkept": col.nkept.tolist(),
+        "corr": col.corr.tolist(), "dom": col.dom.tolist(), "ocr": col.ocr.tolist(), "fh": col.hits,
     }
     scores = {
         "cap": {"off": col.cap_off.tolist(), "s": [None if math.isnan(x) else x for x in col.cap_s.tolist()],
@@ -417,7 +418,7 @@ def build_report(
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "layout": layout, "chunk_size": chunk_size, "page_size": page_size,
         "files": files_prefix if layout == "folder" else None,
-        "reasons": col.reasons,
+        "reasons": col.reasons, "domains": col.domains, "hit_codes": col.hit_codes,
         "overview": overview, "index": index,
         "evaluations": eval_tables,
     }
@@ -455,7 +456,7 @@ _KNOWN_STAGES = ("routing", "caption", "caption_rating", "instructions", "answer
 def _evaluation_tables(paths: Sequence[Path | str]) -> list[dict[str, Any]]:
     """One compare-style table per metric of the given ``scalecap eval`` result files."""
     from ..eval.common import EvalInputError
-    from ..eval.compare import load_result, table as compare_table
+    from ..eval.compare import load_result, table as compare_table, with_domains
 
     by_metric: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for p in paths:
@@ -466,7 +467,7 @@ def _evaluation_tables(paths: Sequence[Path | str]) -> list[dict[str, Any]]:
         by_metric.setdefault(doc["metric"], []).append((Path(p), doc))
     out = []
     for metric, items in by_metric.items():
-        cols, rows = compare_table([d for _, d in items])
+        cols, rows = compare_table(with_domains([d for _, d in items]))  # a row per domain under each result
         out.append({"metric": metric, "label": items[0][1].get("label", ""), "cols": cols, "rows": rows,
                     "files": [p.name for p, _ in items]})
     return out

@@ -20,9 +20,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..records import CaptionResult, ScoredSentence
+from ..eval.common import UNKNOWN_DOMAIN
+from ..records import CaptionResult, FilterHit, ScoredSentence
 
 STATUS_CODES = {"ok": 0, "failed": 1, "filtered": 2}
+# Bits of the per-image ``corr`` column (the page's correction filter).
+CORR_RAN, CORR_CHANGED, CORR_REJECTED = 1, 2, 4
+# Values of the per-image ``ocr`` column: no OCR, OCR with every quote found, a quote not in the OCR.
+OCR_NONE, OCR_READ, OCR_UNSUPPORTED = 0, 1, 2
 _WS = re.compile(r"\s+")
 
 
@@ -172,6 +177,16 @@ class Collector:
     nkept: array = field(default_factory=lambda: array("l"))
     reasons: list[str] = field(default_factory=list)
     _reason_ix: dict[str, int] = field(default_factory=dict)
+    # filter columns: correction bits, domain (index into ``domains``, -1 none), OCR state, and the
+    # degenerate-output filter's codes (indices into ``hit_codes``, each once, per image)
+    corr: array = field(default_factory=lambda: array("b"))
+    dom: array = field(default_factory=lambda: array("l"))
+    domains: list[str] = field(default_factory=list)
+    _dom_ix: dict[str, int] = field(default_factory=dict)
+    ocr: array = field(default_factory=lambda: array("b"))
+    hits: list[list[int]] = field(default_factory=list)
+    hit_codes: list[str] = field(default_factory=list)
+    _hit_ix: dict[str, int] = field(default_factory=dict)
     # sentence scores, flat, for the tau control (NaN = no score)
     cap_off: array = field(default_factory=lambda: array("q", [0]))
     cap_s: array = field(default_factory=lambda: array("d"))
@@ -206,6 +221,36 @@ class Collector:
             ix = self._reason_ix[name] = len(self.reasons)
             self.reasons.append(name)
         return ix
+
+    @staticmethod
+    def _label(name: str, names: list[str], ix: dict[str, int]) -> int:
+        k = ix.get(name)
+        if k is None:
+            k = ix[name] = len(names)
+            names.append(name)
+        return k
+
+    def _filter_columns(self, rec: CaptionResult, hits: list[FilterHit]) -> None:
+        """The per-image values the page filters on without loading the record (folder layout)."""
+        bits = 0
+        if rec.correction is not None:
+            c = rec.correction
+            bits = CORR_RAN
+            if c.diff.added or c.diff.removed:
+                bits |= CORR_CHANGED
+            if any(not r.accepted for r in c.rounds):
+                bits |= CORR_REJECTED
+        self.corr.append(bits)
+        if rec.domain is None:
+            self.dom.append(-1)
+        else:
+            # the labels ``scalecap eval`` groups by (``eval.common.domain_label``)
+            self.dom.append(self._label(rec.domain.id or UNKNOWN_DOMAIN, self.domains, self._dom_ix))
+        if rec.ocr is None:
+            self.ocr.append(OCR_NONE)
+        else:
+            self.ocr.append(OCR_UNSUPPORTED if any(not q.supported for q in rec.ocr.quotes) else OCR_READ)
+        self.hits.append(sorted({self._label(h.code, self.hit_codes, self._hit_ix) for h in hits}))
 
     def _fingerprint(self, rec: CaptionResult) -> tuple[int, str | None, float | None]:
         fpr = rec.fingerprint
@@ -334,7 +379,8 @@ class Collector:
         if rec.correction is not None:
             c = rec.correction
             d["corr"] = {"c": c.caption, "add": list(c.diff.added), "rm": list(c.diff.removed),
-                         "rej": list(c.diff.rejected), "n": len(c.rounds)}
+                         "rej": list(c.diff.rejected), "n": len(c.rounds),
+                         "na": sum(1 for r in c.rounds if not r.accepted)}
         if rec.adaptive_budget is not None:
             b = rec.adaptive_budget
             d["ab"] = {"stop": b.stop, "asked": b.asked, "planned": b.planned, "nov": [w.novelty for w in b.waves]}
@@ -345,6 +391,7 @@ class Collector:
                         "q": [{"q": q.quote, "ok": q.supported, "sim": q.similarity, "drop": q.dropped}
                               for q in rec.ocr.quotes]}
         hits = [h for h in rec.filter_hits] + [h for q in rec.questions for h in q.filter_hits]
+        self._filter_columns(rec, hits)
         if hits:
             d["fh"] = [{"st": h.stage, "c": h.code, "a": h.action, "d": h.detail} for h in hits]
         d["use"] = usage

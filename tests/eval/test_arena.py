@@ -83,6 +83,7 @@ def test_hand_worked_battles(images, tmp_path):
     judge = ScriptedBackend(default=judge_reply)
     engine = Arena(judge, settings=ArenaSettings(concurrency=3), prices=RolePrices.parse(["judge=1:2"], ("judge",)))
     a, b = sets()
+    a.domains = {"win1": "natural", "bias": "natural", "lose": "natural", "half": "chart", "garbled": "chart"}
     doc, rows = run_sync(run_arena(a, b, images, engine, items_path=tmp_path / "items.jsonl"))
     by = {r["id"]: r for r in rows}
     assert [r["id"] for r in rows] == IDS
@@ -104,6 +105,13 @@ def test_hand_worked_battles(images, tmp_path):
     assert s["score_a"] == pytest.approx(20.0) and s["score_b"] == pytest.approx(-20.0)
     assert s["win_rate_a"] == pytest.approx(0.6) and s["win_rate_b"] == pytest.approx(0.4)
     assert s["first_position_rate"] == pytest.approx(0.5) and s["order_disagreements"] == 2
+    # by domain: natural = win1 (win), bias (tie), lose (loss): score 0, win rate 1.5 / 3;
+    # chart = half (tie), garbled (error): 1 judged, score 0, win rate 0.5; win2 has no domain: (none), one win
+    dom = doc["by_domain"]
+    assert list(dom) == ["(none)", "chart", "natural"]
+    assert [(d["judged"], d["wins"], d["ties"], d["losses"], d["errors"], d["score_a"], d["win_rate_a"])
+            for d in dom.values()] == [(1, 1, 0, 0, 0, 100.0, 1.0), (1, 0, 1, 0, 1, 0.0, 0.5), (3, 1, 1, 1, 0, 0.0, 0.5)]
+    assert sum(d["cost"]["cost_usd"] for d in dom.values()) == pytest.approx(s["cost"]["cost_usd"])
     # cost: the scripted backend counts words; judge priced at $1 / $2 per 1M prompt / completion tokens
     t = by["win1"]["tokens"]
     assert by["win1"]["cost_usd"] == pytest.approx((t["judge_prompt"] * 1 + t["judge_completion"] * 2) / 1e6)

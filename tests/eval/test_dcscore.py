@@ -75,8 +75,9 @@ def test_parsing():
 def test_hand_worked_precision_and_recall(images, tmp_path):
     llm, vlm = models()
     engine = DCScore(llm, vlm, settings=DCScoreSettings(concurrency=2))
-    doc, rows = run_sync(run_dcscore(from_mapping(CAPTIONS), images, engine, references=REFS,
-                                     items_path=tmp_path / "items.jsonl"))
+    caps = from_mapping(CAPTIONS)
+    caps.domains = {"c1": "natural", "c2": "infographic_document"}  # c3, c4: no domain
+    doc, rows = run_sync(run_dcscore(caps, images, engine, references=REFS, items_path=tmp_path / "items.jsonl"))
     by = {r["id"]: r for r in rows}
     # c1: units a red bus (yes), a blue sky (yes), two dogs (no)          -> P = 2/3
     #     reference units a red bus (covered), a tree (not)               -> R = 1/2
@@ -105,6 +106,14 @@ def test_hand_worked_precision_and_recall(images, tmp_path):
     assert s["macro"]["precision"] == pytest.approx(5 / 6) and s["macro"]["recall"] == pytest.approx(7 / 12)
     assert s["macro"]["f1"] == pytest.approx(24 / 35)
     assert (s["captions"], s["scored"], s["errors"], s["no_references"]) == (4, 3, 1, 1)
+    # by domain, pooled the same way: natural = c1 (P 2/3, R 1/2, F1 4/7), infographic_document = c2
+    # (P 1, R 2/3, F1 4/5), (none) = c3 (an error) and c4 (scored, no units): no numbers
+    dom = doc["by_domain"]
+    assert list(dom) == ["(none)", "infographic_document", "natural"]
+    assert (dom["natural"]["precision"], dom["natural"]["recall"], dom["natural"]["f1"]) == pytest.approx((2 / 3, 1 / 2, 4 / 7))
+    assert (dom["infographic_document"]["precision"], dom["infographic_document"]["f1"]) == pytest.approx((1.0, 4 / 5))
+    assert (dom["(none)"]["captions"], dom["(none)"]["scored"], dom["(none)"]["errors"], dom["(none)"]["precision"]) == (
+        2, 1, 1, None)
     # the reference "A lamp and a cat." and the others were decomposed once each, the matcher saw c1's units
     decomps = [c.prompt.user for c in llm.generations("^Break")]
     assert len(decomps) == 3 + 3  # c1, c2, c3 + three reference texts

@@ -313,3 +313,48 @@ def many_records(n: int, folder: Path) -> Path:
                 rec.update(error="TimeoutError: server did not answer in 120 s", error_kind="model")
             f.write(CaptionResult.model_validate(rec).to_json() + "\n")
     return run
+
+
+def filterable_run(folder: Path) -> Path:
+    """Six records for the correction, domain, OCR and filter-hit filters (counts in comments).
+
+    correction: changed = c_changed, c_both; rejected = c_rejected, c_both; ran, unchanged = c_rejected,
+    c_same; not self-corrected = doc_page, plain. Domains: natural x3, infographic_document x1,
+    (unknown) x1 (routed, no id), (none) x1. OCR: read = doc_page, c_same; unsupported = doc_page.
+    Hits: refusal = c_changed; repetition = c_changed, doc_page; any = those two.
+    """
+    from scalecap.records import (Correction, CorrectionRound, DomainInfo, FilterHit, OcrEvidence, QuoteMark,
+                                  SentenceDiff)
+
+    def rnd(accepted: bool, caption: str) -> CorrectionRound:
+        return CorrectionRound(input="A cat. A dragon.", output=caption, caption=caption, accepted=accepted)
+
+    nat = DomainInfo(id="natural", source="declared")
+    base = {"status": "ok", "first_caption": "A cat. A dragon.", "final_caption": "A cat. A dragon."}
+    recs = [
+        CaptionResult(id="c_changed", source="a.jpg", **base, domain=nat,
+                      correction=Correction(rounds=[rnd(True, "A cat.")], caption="A cat.",
+                                            diff=SentenceDiff(removed=["A dragon."], kept=["A cat."])),
+                      filter_hits=[FilterHit(stage="final", code="refusal", detail="starts as a refusal"),
+                                   FilterHit(stage="final", code="repetition", detail="loop")]),
+        CaptionResult(id="c_rejected", source="b.jpg", **base, domain=nat,
+                      correction=Correction(rounds=[rnd(False, "A cat. A dragon.")], caption="A cat. A dragon.",
+                                            diff=SentenceDiff(kept=["A cat.", "A dragon."], rejected=["A crown."]))),
+        CaptionResult(id="c_both", source="c.jpg", **base, domain=nat,
+                      correction=Correction(rounds=[rnd(True, "A cat. A mug."), rnd(False, "A cat. A mug.")],
+                                            caption="A cat. A mug.",
+                                            diff=SentenceDiff(added=["A mug."], removed=["A dragon."], kept=["A cat."]))),
+        CaptionResult(id="c_same", source="d.jpg", **base, domain=DomainInfo(id=None, source="routed", raw="?"),
+                      ocr=OcrEvidence(engine="tesseract:eng", text="no quotes here"),
+                      correction=Correction(rounds=[rnd(True, "A cat. A dragon.")], caption="A cat. A dragon.",
+                                            diff=SentenceDiff(kept=["A cat.", "A dragon."]))),
+        CaptionResult(id="doc_page", source="page.png", **base,
+                      domain=DomainInfo(id="infographic_document", source="routed", confidence=3),
+                      ocr=OcrEvidence(engine="tesseract:eng", text="markers of the coins", quotes=[
+                          QuoteMark(sentence='It reads "Springer".', quote="Springer", similarity=0.3, supported=False)]),
+                      filter_hits=[FilterHit(stage="final", code="repetition", detail="loop")]),
+        CaptionResult(id="plain", source="e.jpg", **base),
+    ]
+    run = folder / "filterable.jsonl"
+    run.write_text("".join(r.to_json() + "\n" for r in recs), encoding="utf-8")
+    return run

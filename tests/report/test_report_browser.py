@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from report_data import HOSTILE, many_records
+from report_data import HOSTILE, filterable_run, many_records
 
 from scalecap.report import build_report
 
@@ -130,6 +130,8 @@ def test_single_file_report(crafted_run: Path, tmp_path: Path, watch) -> None:
     wait_cards(page, 2)
     assert visible_cards(page) == ["broken_7", "oom_3"]
     page.select_option("#f-status", "-1")
+    # a run without corrections, domains, OCR or filter hits gets no filter for them
+    assert page.locator("#f-corr, #f-domain, #f-ocr, #f-hits").count() == 0
     page.fill("#f-rmin", "0.6")
     wait_cards(page, 1)
     assert visible_cards(page) == ["web_<b>hostile</b>"]
@@ -144,6 +146,45 @@ def test_single_file_report(crafted_run: Path, tmp_path: Path, watch) -> None:
     page.fill("#f-rmin", "0")
     wait_cards(page, 8)
     page.screenshot(path=str(tmp_path / "single-full.png"), full_page=True)
+    watch.assert_clean()
+
+
+def test_correction_domain_ocr_and_hit_filters(tmp_path: Path, watch) -> None:
+    out = tmp_path / "f.html"
+    build_report(filterable_run(tmp_path), out)
+    watch.open(out)
+    page = watch.page
+    wait_cards(page, 6)
+    labels = page.eval_on_selector_all("#f-corr option", "os => os.map(o => o.textContent)")
+    assert labels == ["all", "caption changed (2)", "correction rejected (2)", "ran, caption unchanged (2)",
+                      "not self-corrected (2)"]
+
+    def pick(select: str, value: str, ids: list[str]) -> None:
+        page.select_option(select, value)
+        # the cards are rebuilt after the change event: wait for the new list, not just a count
+        wait_js(page, "ids => JSON.stringify(Array.from(document.querySelectorAll('#cards article.card h3.rid'),"
+                      " e => e.textContent)) === JSON.stringify(ids)", ids)
+
+    pick("#f-corr", "changed", ["c_changed", "c_both"])
+    assert page.locator("#card-2 .badge", has_text="correction rejected (1/2 rounds)").count() == 1
+    pick("#f-corr", "rejected", ["c_rejected", "c_both"])
+    pick("#f-corr", "unchanged", ["c_rejected", "c_same"])
+    pick("#f-corr", "none", ["doc_page", "plain"])
+    pick("#f-domain", "2", ["doc_page"])  # filters combine: not self-corrected and infographic_document
+    pick("#f-corr", "", ["doc_page"])
+    pick("#f-domain", "-1", ["plain"])
+    pick("#f-domain", "1", ["c_same"])  # (unknown): routed, no domain named
+    pick("#f-domain", "-2", ["c_changed", "c_rejected", "c_both", "c_same", "doc_page", "plain"])
+    pick("#f-ocr", "unsupported", ["doc_page"])
+    pick("#f-ocr", "read", ["c_same", "doc_page"])
+    pick("#f-ocr", "", ["c_changed", "c_rejected", "c_both", "c_same", "doc_page", "plain"])
+    pick("#f-hits", "0", ["c_changed"])  # refusal
+    pick("#f-hits", "any", ["c_changed", "doc_page"])
+    page.fill("#search", "domain:infographic_document")
+    wait_cards(page, 1)
+    page.click("text=Clear filters")
+    wait_cards(page, 6)
+    assert page.eval_on_selector("#f-hits", "s => s.value") == ""
     watch.assert_clean()
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import typer
 from PIL import Image
-from report_data import EXPECTED, HOSTILE, many_records, write_run
+from report_data import EXPECTED, HOSTILE, filterable_run, many_records, write_run
 from typer.testing import CliRunner
 
 from scalecap.report import (
@@ -366,7 +366,7 @@ def test_corrections_and_adaptive_budgets_are_shown_and_searchable() -> None:
     plain = CaptionResult(id="p1", source="p1.jpg", status="ok", final_caption="A dog.")
     col = Collector()
     d = col.add(rec)
-    assert d["corr"] == {"c": "A cat. A mug.", "add": ["A mug."], "rm": ["A dragon."], "rej": ["A crown."], "n": 0}
+    assert d["corr"] == {"c": "A cat. A mug.", "add": ["A mug."], "rm": ["A dragon."], "rej": ["A crown."], "n": 0, "na": 0}
     assert d["ab"] == {"stop": "novelty", "asked": 2, "planned": 4, "nov": [0.0]}
     words = col.search_text(rec).split()
     assert {"mug.", "corrected", "corrected:added", "corrected:removed", "corrected:rejected",
@@ -398,3 +398,17 @@ def test_domains_ocr_evidence_and_filter_hits_are_shown_and_searchable() -> None
             "filter:repetition"} <= words
     plain = CaptionResult(id="p1", source="p1.jpg", status="ok", final_caption="A dog.")
     assert not {"dom", "ocr", "fh"} & set(col.add(plain)) and "filter" not in col.search_text(plain).split()
+
+
+def test_filter_columns_for_corrections_domains_ocr_and_hits(tmp_path: Path) -> None:
+    build_report(filterable_run(tmp_path), tmp_path / "f.html")
+    _, data = page_data(tmp_path / "f.html")
+    ix = data["index"]
+    # bits: 1 ran, 2 caption changed, 4 a round rejected (records in filterable_run's order)
+    assert ix["corr"] == [1 | 2, 1 | 4, 1 | 2 | 4, 1, 0, 0]
+    assert data["domains"] == ["natural", "(unknown)", "infographic_document"]
+    assert ix["dom"] == [0, 0, 0, 1, 2, -1]
+    assert ix["ocr"] == [0, 0, 0, 1, 2, 0]  # 1 read, 2 a quote not in the OCR text
+    assert data["hit_codes"] == ["refusal", "repetition"]
+    assert ix["fh"] == [[0, 1], [], [], [], [1], []]
+    assert [r["corr"]["na"] for r in data["records"][:4]] == [0, 1, 1, 0]

@@ -153,6 +153,7 @@
   // ------------------------------------------------------------------ state
   const state = {
     q: "", status: -1, reason: -1, rmin: 0, rmax: 1, flipsOnly: false, sort: "file",
+    corr: "", dom: -2, ocr: "", fh: "",
     page: 0, pageSize: D.page_size || 25, focus: -1, focusSent: null,
   };
   let scores = null; // {cap:{off,s,k}, ans:{off,s,k,q}}
@@ -575,6 +576,7 @@
     ui.ps = mk("per page", el("select")); ui.ps.id = "f-pagesize";
     [10, 25, 50, 100].forEach((n) => { const e = el("option", null, String(n)); e.value = String(n); ui.ps.appendChild(e); });
     ui.ps.value = String(state.pageSize);
+    filterSelects(mk);
     const fl = el("label", "inline");
     ui.flips = el("input"); ui.flips.type = "checkbox"; ui.flips.id = "f-flips";
     add(fl, ui.flips, "only images with flips at current τ");
@@ -615,8 +617,53 @@
     reset.addEventListener("click", () => {
       ui.q.value = ""; ui.status.value = "-1"; ui.reason.value = "-1"; ui.rmin.value = "0"; ui.rmax.value = "1";
       ui.sort.value = "file"; ui.flips.checked = false;
-      Object.assign(state, { q: "", status: -1, reason: -1, rmin: 0, rmax: 1, flipsOnly: false, sort: "file", page: 0 });
+      FILTERS.forEach((f) => { if (ui[f.key]) ui[f.key].value = String(f.all); });
+      Object.assign(state, { q: "", status: -1, reason: -1, rmin: 0, rmax: 1, flipsOnly: false, sort: "file", page: 0,
+        corr: "", dom: -2, ocr: "", fh: "" });
       refresh();
+    });
+  }
+  // Filters on what a run may carry: self-correction, domain, OCR evidence, degenerate-output hits.
+  // Each works on the page's per-image columns (IX.corr/dom/ocr/fh), so it needs no record loaded,
+  // and is shown only when some image of the run has something to filter on.
+  const CORR_RAN = 1, CORR_CHANGED = 2, CORR_REJECTED = 4;
+  const DOMAINS = D.domains || [], HIT_CODES = D.hit_codes || [];
+  const FILTERS = [
+    { key: "corr", id: "f-corr", label: "correction", all: "", present: () => IX.corr.some((b) => b),
+      options: () => [["changed", "caption changed"], ["rejected", "correction rejected"],
+        ["unchanged", "ran, caption unchanged"], ["none", "not self-corrected"]],
+      test: (v, i) => {
+        const b = IX.corr[i];
+        if (v === "changed") return (b & CORR_CHANGED) !== 0;
+        if (v === "rejected") return (b & CORR_REJECTED) !== 0;
+        if (v === "unchanged") return (b & CORR_RAN) !== 0 && (b & CORR_CHANGED) === 0;
+        return b === 0;
+      } },
+    { key: "dom", id: "f-domain", label: "domain", all: -2, present: () => DOMAINS.length > 0,
+      options: () => DOMAINS.map((d, k) => [String(k), d]).concat([["-1", "(none)"]]),
+      test: (v, i) => IX.dom[i] === v },
+    { key: "ocr", id: "f-ocr", label: "OCR", all: "", present: () => IX.ocr.some((x) => x),
+      options: () => [["read", "OCR evidence"], ["unsupported", "unsupported quote"], ["none", "no OCR"]],
+      test: (v, i) => (v === "read" ? IX.ocr[i] > 0 : v === "unsupported" ? IX.ocr[i] === 2 : IX.ocr[i] === 0) },
+    { key: "fh", id: "f-hits", label: "filter hits", all: "", present: () => HIT_CODES.length > 0,
+      options: () => [["any", "any hit"]].concat(HIT_CODES.map((c, k) => [String(k), c])).concat([["none", "no hit"]]),
+      test: (v, i) => (v === "any" ? IX.fh[i].length > 0 : v === "none" ? IX.fh[i].length === 0 : IX.fh[i].indexOf(Number(v)) >= 0) },
+  ];
+  function filterSelects(mk) {
+    FILTERS.forEach((f) => {
+      if (!f.present()) return;
+      const sel = mk(f.label, el("select")); sel.id = f.id; ui[f.key] = sel;
+      const all = el("option", null, "all"); all.value = String(f.all); sel.appendChild(all);
+      f.options().forEach((o) => {
+        let n = 0;
+        const v = typeof f.all === "number" ? Number(o[0]) : o[0];
+        for (let i = 0; i < N; i++) if (f.test(v, i)) n++;
+        const e = el("option", null, o[1] + " (" + fmtInt(n) + ")"); e.value = o[0]; sel.appendChild(e);
+      });
+      sel.addEventListener("change", () => {
+        state[f.key] = typeof f.all === "number" ? Number(sel.value) : sel.value;
+        state.page = 0; refresh();
+      });
     });
   }
   function setFilter(status, reasonName) {
@@ -637,11 +684,13 @@
     const out = [];
     const st = IX.status, rs = IX.reason, ra = IX.ratio;
     const texts = search;
+    const active = FILTERS.filter((f) => state[f.key] !== f.all);
     for (let i = 0; i < N; i++) {
       if (state.status >= 0 && st[i] !== state.status) continue;
       if (state.reason >= 0 && rs[i] !== state.reason) continue;
       if (rangeOn) { const r = ra[i]; if (r === null || r < state.rmin || r > state.rmax) continue; }
       if (state.flipsOnly && !tau.flipRec[i]) continue;
+      if (active.length && !active.every((f) => f.test(state[f.key], i))) continue;
       if (terms.length) {
         const t = texts ? texts[i] : lowerIds[i];
         let ok = true;
@@ -867,6 +916,7 @@
     if (IX.ratio[seq] !== null) h.appendChild(el("span", "badge", "kept " + IX.nkept[seq] + "/" + IX.nsent[seq]));
     if (r.fb) h.appendChild(el("span", "badge filtered", "caption fallback"));
     if (r.corr) h.appendChild(el("span", "badge", "corrected +" + r.corr.add.length + " −" + r.corr.rm.length + (r.corr.rej.length ? " ✗" + r.corr.rej.length : "")));
+    if (r.corr && r.corr.na) h.appendChild(el("span", "badge filtered", "correction rejected" + (r.corr.n > 1 ? " (" + r.corr.na + "/" + r.corr.n + " rounds)" : "")));
     if (r.ab) h.appendChild(el("span", "badge", "asked " + r.ab.asked + "/" + r.ab.planned + " (" + r.ab.stop + ")"));
     if (r.dom && r.dom.id) h.appendChild(el("span", "badge", r.dom.id + " (" + r.dom.src + (r.dom.conf ? " " + r.dom.conf + "/3" : "") + ")"));
     if (r.fh) h.appendChild(el("span", "badge filtered", "filter " + Array.from(new Set(r.fh.map((x) => x.c))).join(", ")));
