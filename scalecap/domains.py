@@ -79,7 +79,7 @@ class Presets:
             folder = self.domains[domain].folder
             overrides = {n: (folder / f"{n}.txt").read_text(encoding="utf-8")
                          for n in _NAMES + _OPTIONAL + _TOOLS if (folder / f"{n}.txt").is_file()}
-            for n in ("system", "evidence"):
+            for n in ("system",) + _TOOLS:
                 if n in overrides:
                     raise ValueError(f"domain {domain}: {n}.txt comes from the run's preset, not a domain folder")
             if "{}" in overrides.get("caption", ""):

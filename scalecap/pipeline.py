@@ -12,8 +12,8 @@ Beyond the paper, two optional rooms (each its own module, chosen by settings): 
 that asks in waves and stops when answers add nothing new (``budget.py``), and a self-correction
 turn whose corrections are rated like everything else (``correction.py``). Around the steps: the
 image's domain picks its prompts (``domains.py``), OCR gives the writer the image's text and checks
-the caption's quotes (``evidence.py``), and every generated text is screened for degenerate output
-(``screen.py``).
+the caption's quotes (``evidence.py``), every generated text is screened for degenerate output
+(``screen.py``), and an opt-in judge rejects captions it scores below its thresholds (``judge.py``).
 
 This module knows the backend *protocol* only, never a concrete backend, and nothing of files,
 shards or clusters: ``Engine`` keeps many images in flight, ``scalecap.io`` reads and writes.
@@ -43,6 +43,7 @@ from .rating import RatedText, rate_text
 from .records import CaptionResult, Correction, FilterHit, Fingerprint, Question, Summaries
 from .screen import Screen
 from .evidence import OcrTool
+from .judge import Judge
 from .domains import Presets, Router, load_domains
 from .stages import STAGES, StageFailure, Trace, timed
 from .text.content import load_tagger
@@ -67,12 +68,15 @@ class ScaleCap:
     """
 
     def __init__(self, model: Any = None, *, captioner: Any = None, scorer: Any = None, writer: Any = None,
-                 router: Any = None, settings: Settings | None = None, tagger_workers: int | None = None, **overrides: Any) -> None:
+                 router: Any = None, judge: Any = None, settings: Settings | None = None, tagger_workers: int | None = None, **overrides: Any) -> None:
         base = settings or Settings()
         self.settings = Settings.model_validate({**base.model_dump(), **overrides}) if overrides else base
         routed = self.settings.route == "auto" or router is not None
+        judged = self.settings.judge_filter
+        if judge is not None and not judged:
+            raise ValueError("judge= binds the judge model; turn the post-filter on with judge_filter=True (--judge)")
         self.backends = _bind_roles(model, captioner=captioner, scorer=scorer, writer=writer,
-                                    **({"router": router} if routed else {}))
+                                    **({"router": router} if routed else {}), **({"judge": judge} if judged else {}))
         self.captioner, self.scorer, self.writer = (self.backends[r] for r in ("captioner", "scorer", "writer"))
         self.prompts: PromptSet = load_preset(self.settings.preset)
         if self.settings.self_correct and self.prompts.correct is None:
@@ -96,6 +100,9 @@ class ScaleCap:
                              self.prompts.system)
         self.screen = Screen(self.settings)
         self.ocr = OcrTool(self.settings, self.prompts.evidence)
+        s = self.settings
+        self.judge = Judge(self.backends["judge"], self.prompts.judge, self.prompts.system, s.judge_min,
+                           s.judge_thresholds, s.max_tokens_judge, s.seed) if s.judge_filter else None
         self.fingerprint = self._make_fingerprint()
 
     # ------------------------------------------------------------------ public API
@@ -211,6 +218,14 @@ class ScaleCap:
         if s.self_correct:
             with timed(trace, "correction"):
                 result.correction = await self._self_correct(trace, image, result.final_caption, p)
+
+        # 8. Judge post-filter, when asked (after CapFlow): five scores 1-3 with the image; a caption
+        #    under a threshold stays in the output as "rejected" (exports skip it).
+        if self.judge is not None:
+            with timed(trace, "judge"):
+                result.judge = await self.judge(trace, image, result.final_caption)
+            if result.judge is not None and not result.judge.kept:
+                result.status = "rejected"
 
     # ------------------------------------------------------------------ stages
     async def _generate(self, backend: Backend, trace: Trace, stage: str, user: str, image: ImageRef | None,
@@ -362,6 +377,8 @@ class ScaleCap:
         fields["settings"]["domain_prompt_hashes"] = self.presets.hashes()
         if self.settings.ocr != "off":  # the evidence prompt is sent only then, so hashed only then
             fields["settings"]["evidence_prompt_hash"] = stable_hash(self.prompts.evidence)
+        if self.judge is not None:
+            fields["settings"]["judge_prompt_hash"] = stable_hash(self.prompts.judge)
         return Fingerprint(id=stable_hash(fields), **fields)
 
 
@@ -370,7 +387,7 @@ def _bind_roles(model: Any, **roles: Any) -> dict[str, Backend]:
     opened: dict[str, Backend] = {}
     bound: dict[str, Backend] = {}
     for role, spec in roles.items():
-        if spec is None and role in ("scorer", "router"):
+        if spec is None and role in ("scorer", "router", "judge"):
             spec = roles["captioner"]  # METHOD section 2: rate with the model that wrote the text
         spec = spec if spec is not None else model
         if spec is None:

@@ -16,7 +16,7 @@ _NAMES = ("system", "caption", "instructions", "object_summary", "position_summa
 _OPTIONAL = ("correct",)
 #: Optional prompts used only by an opt-in tool, hashed into the fingerprint only when it is used
 #: (so that adding one to a preset does not change the fingerprint of runs that never send it).
-_TOOLS = ("evidence",)
+_TOOLS = ("evidence", "judge")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class PromptSet:
     correct: str | None = None
     #: OCR evidence (``--ocr``), put before the final-caption prompt; ``{}`` takes the OCR text.
     evidence: str | None = None
+    #: The judge post-filter (``--judge``), sent with the image; ``{}`` takes the final caption.
+    judge: str | None = None
 
     @property
     def sha256(self) -> str:
@@ -64,8 +66,9 @@ def load_preset(name_or_path: str = "paper") -> PromptSet:
     if "{}" in texts.get("correct", ""):
         raise ValueError(f"prompt {name}/correct.txt takes no {{}} slot: the caption goes before it, as the "
                          "assistant's turn")
-    if "evidence" in texts and texts["evidence"].count("{}") != 1:
-        raise ValueError(f"prompt {name}/evidence.txt must contain {{}} exactly 1 time(s)")
+    for n in _TOOLS:
+        if n in texts and texts[n].count("{}") != 1:
+            raise ValueError(f"prompt {name}/{n}.txt must contain {{}} exactly 1 time(s)")
     for n, slots in (("instructions", 1), ("object_summary", 1), ("position_summary", 1), ("final", 3)):
         if texts[n].count("{}") != slots:
             raise ValueError(f"prompt {name}/{n}.txt must contain {{}} exactly {slots} time(s)")
