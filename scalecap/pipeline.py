@@ -6,7 +6,9 @@ A captioner (vision model) writes a first caption; contrastive rating keeps the 
 supports (the *golden sentences*); a writer (text LLM) turns them into short questions about each
 object and its position; the captioner answers, the answers are rated the same way; the writer
 summarises objects and positions and merges everything into the final caption. The budget N caps
-the number of object questions.
+the number of object questions. A domain may add question families (``domains.py``): one question
+each about the whole image, answered and rated the same way; their kept sentences join the object
+summary's input. They do not count against N (N stays the paper's cap on objects); N = 0 asks none.
 
 Beyond the paper, two optional rooms (each its own module, chosen by settings): an adaptive budget
 that asks in waves and stops when answers add nothing new (``budget.py``), and a self-correction
@@ -190,11 +192,13 @@ class ScaleCap:
         objects = plan_objects(per_sentence, s.budget)
 
         # 4. Answers about the same image, each rated like the caption: all at once, or (adaptive
-        #    budget) in waves until one adds too little that is new.
+        #    budget) in waves until one adds too little that is new; beside them the domain's
+        #    question families, if it has any.
         with timed(trace, "answers"):
-            questions, result.adaptive_budget = await self.budget.ask(
-                objects, lambda wave: self._ask(trace, image, wave), golden)
-        result.questions = questions
+            (questions, result.adaptive_budget), families = await asyncio.gather(
+                self.budget.ask(objects, lambda wave: self._ask(trace, image, wave), golden),
+                self._ask_families(trace, image, p))
+        result.questions = questions = questions + families
 
         # 5. Object and position summaries, concurrently (each skipped when it has nothing to summarise).
         with timed(trace, "summaries"):
@@ -284,10 +288,17 @@ class ScaleCap:
 
     async def _ask(self, trace: Trace, image: ImageRef, objects: list[str]) -> list[Question]:
         return list(await asyncio.gather(*(
-            self._answer(trace, image, obj, kind) for obj in objects for kind in ("object", "position"))))
+            self._answer(trace, image, obj, kind, (OBJECT_TEMPLATE if kind == "object" else POSITION_TEMPLATE).format(obj))
+            for obj in objects for kind in ("object", "position"))))
 
-    async def _answer(self, trace: Trace, image: ImageRef, obj: str, kind: str) -> Question:
-        instruction = (OBJECT_TEMPLATE if kind == "object" else POSITION_TEMPLATE).format(obj)
+    async def _ask_families(self, trace: Trace, image: ImageRef, p: PromptSet) -> list[Question]:
+        """The domain's question families: one question each about the whole image (none with N = 0)."""
+        if self.settings.budget == 0:
+            return []
+        return list(await asyncio.gather(*(self._answer(trace, image, name, "family", question)
+                                           for name, question in p.families)))
+
+    async def _answer(self, trace: Trace, image: ImageRef, obj: str, kind: str, instruction: str) -> Question:
         answer = lambda penalty=None: self._caption(trace, "answers", instruction, image,  # noqa: E731
                                                     self.settings.max_tokens_answer, penalty)
         hits: list[FilterHit] = []
@@ -428,20 +439,23 @@ def _window(writer: Backend, settings: Settings) -> int | None:
 
 
 def _detail_lines(golden: list[str], per_sentence: list[list[str]], questions: list[Question]) -> list[str]:
-    """Golden sentences, each followed by the details of the objects first seen in it; none at all
-    when no object answer survived (the golden sentences reach the final caption as its context)."""
+    """Golden sentences, each followed by the details of the objects first seen in it, then the kept
+    answers of the domain's question families; none at all when no such answer survived (the golden
+    sentences reach the final caption as its context)."""
     sentence_of = first_sentence_of(per_sentence)
     details: dict[int, list[str]] = {}
     for q in questions:
         if q.kind == "object" and q.kept:
             details.setdefault(sentence_of[object_key(q.object)], []).append(f"Details about {q.object}: {_kept(q)}")
-    if not details:
+    families = [f"Details about the {q.object.replace('_', ' ')}: {_kept(q)}"
+                for q in questions if q.kind == "family" and q.kept]
+    if not details and not families:
         return []
     lines = []
     for index, sentence in enumerate(golden):
         lines.append(sentence)
         lines.extend(details.get(index, []))
-    return lines
+    return lines + families
 
 
 def _position_lines(questions: list[Question]) -> list[str]:

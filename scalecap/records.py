@@ -58,8 +58,12 @@ class FilterHit(_Record):
 
 
 class Question(_Record):
+    """One question and its rated answer: about an object (``object``), its position (``position``),
+    or, for a domain with question families, the whole image (``family``: ``object`` is the family's
+    name, e.g. ``reading_order``, and ``instruction`` the domain's ``family_<name>.txt``)."""
+
     object: str
-    kind: Literal["object", "position"]
+    kind: Literal["object", "position", "family"]
     instruction: str
     answer: str | None = None
     answer_sentences: list[ScoredSentence] = Field(default_factory=list)

@@ -34,6 +34,9 @@ class PromptSet:
     evidence: str | None = None
     #: The judge post-filter (``--judge``), sent with the image; ``{}`` takes the final caption.
     judge: str | None = None
+    #: Question families beyond object/position (a domain's, ``domains.py``): (name, question) pairs,
+    #: each question asked once about the whole image and its answer rated like an object answer.
+    families: tuple[tuple[str, str], ...] = ()
 
     @property
     def sha256(self) -> str:
@@ -41,6 +44,8 @@ class PromptSet:
         for n in _NAMES + _OPTIONAL:
             if getattr(self, n) is not None:
                 h.update(n.encode() + b"\0" + getattr(self, n).encode() + b"\0")
+        for name, question in self.families:  # none in the paper's preset: its hash is unchanged
+            h.update(b"family\0" + name.encode() + b"\0" + question.encode() + b"\0")
         return h.hexdigest()
 
 
