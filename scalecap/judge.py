@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 
 from .backends.base import Backend, ChatPrompt, GenerationParams, ImageRef
+from .config import Settings
+from .prompts import PromptSet
 from .records import CaptionResult, JudgeScore, JudgeVerdict
 from .stages import StageFailure, Trace
 
@@ -80,6 +82,15 @@ class Judge:
         self.thresholds = thresholds_of(judge_min, per_dimension)
         self.constrained = backend.capabilities.can_constrain
         self.params = GenerationParams(max_tokens=max_tokens, regex=REGEX if self.constrained else None, seed=seed)
+
+    @classmethod
+    def for_run(cls, settings: Settings, backend: Backend | None, prompts: PromptSet) -> "Judge | None":
+        """The run's judge (None unless ``judge_filter``), with the preset's judge.txt and system prompt."""
+        if not settings.judge_filter:
+            return None
+        assert backend is not None  # bound by the pipeline whenever judge_filter is on
+        return cls(backend, prompts.judge, prompts.system, settings.judge_min, settings.judge_thresholds,
+                   settings.max_tokens_judge, settings.seed)
 
     async def __call__(self, trace: Trace, image: ImageRef, caption: str | None) -> JudgeVerdict | None:
         if not caption:

@@ -102,9 +102,7 @@ class ScaleCap:
                              self.prompts.system)
         self.screen = Screen(self.settings)
         self.ocr = OcrTool(self.settings, self.prompts.evidence)
-        s = self.settings
-        self.judge = Judge(self.backends["judge"], self.prompts.judge, self.prompts.system, s.judge_min,
-                           s.judge_thresholds, s.max_tokens_judge, s.seed) if s.judge_filter else None
+        self.judge = Judge.for_run(self.settings, self.backends.get("judge"), self.prompts)
         self.fingerprint = self._make_fingerprint()
 
     # ------------------------------------------------------------------ public API
