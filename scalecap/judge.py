@@ -32,7 +32,14 @@ DIMENSIONS = ("accuracy", "completeness", "reasoning_rigour", "intent", "profess
 #: this many characters.
 REASON_CHARS = 80
 _LINE = r"{}: ([1-3]) \| ([^|\x00-\x1f]{{1,{}}})"
-REGEX = r"\n".join(_LINE.format(d, REASON_CHARS) for d in DIMENSIONS)
+
+
+def regex(reason_chars: int = REASON_CHARS) -> str:
+    """The five-line reply, each reason at most ``reason_chars`` characters."""
+    return r"\n".join(_LINE.format(d, reason_chars) for d in DIMENSIONS)
+
+
+REGEX = regex()
 _PARSE = [re.compile(rf"{d}\s*:\s*([1-3])\s*\|[ \t]*([^|\x00-\x1f]+)", re.IGNORECASE) for d in DIMENSIONS]
 
 
@@ -71,7 +78,7 @@ class Judge:
     """One call per caption to the judge model, with the image; the verdict it gives."""
 
     def __init__(self, backend: Backend, prompt: str | None, system: str | None, judge_min: int,
-                 per_dimension: dict[str, int], max_tokens: int, seed: int) -> None:
+                 per_dimension: dict[str, int], max_tokens: int, seed: int, reason_chars: int = REASON_CHARS) -> None:
         if prompt is None:
             raise ValueError("the judge needs the preset's judge.txt (the paper preset has one)")
         if prompt.count("{}") != 1:
@@ -81,7 +88,7 @@ class Judge:
         self.backend, self.prompt, self.system = backend, prompt, system
         self.thresholds = thresholds_of(judge_min, per_dimension)
         self.constrained = backend.capabilities.can_constrain
-        self.params = GenerationParams(max_tokens=max_tokens, regex=REGEX if self.constrained else None, seed=seed)
+        self.params = GenerationParams(max_tokens=max_tokens, regex=regex(reason_chars) if self.constrained else None, seed=seed)
 
     @classmethod
     def for_run(cls, settings: Settings, backend: Backend | None, prompts: PromptSet) -> "Judge | None":
