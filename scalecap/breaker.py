@@ -34,7 +34,7 @@ class Breaker:
         """Count one result; the reason to stop when the breaker trips, else None."""
         if not self.threshold:
             return None
-        if result.status == "ok":
+        if result.status in ("ok", "rejected"):  # a rejected caption was written: the models work
             self.kind, self.streak = None, 0
             return None
         kind = result.error_kind if result.status == "failed" else None

@@ -115,6 +115,9 @@ def caption(
                                       "in the caption checked against it."),
     route: Optional[str] = typer.Option(None, "--route", help="off (default) or auto: one multiple-choice call to "
                                         "the captioner picks each image's domain (and its prompts)."),
+    judge: bool = typer.Option(False, "--judge", help="Judge post-filter: the captioner scores each final caption "
+                               "with the image on five dimensions (1-3); a caption under a threshold (default: all 3, "
+                               "--set judge_min=2 / judge_thresholds=accuracy=3) is kept as 'rejected', not exported."),
     domain: Optional[str] = typer.Option(None, "--domain", help="Declare every image's domain (a 'domain' column in "
                                          "the data wins); see prompts/domains/."),
     tau: Optional[float] = typer.Option(None, help="Sentence threshold (default per score mode)."),
@@ -177,7 +180,7 @@ def caption(
     given = {"budget": budget, "tau": tau, "score_mode": score_mode, "preset": preset, "tagger": tagger,
              "store_tokens": store_tokens or None, "self_correct": self_correct or None,
              "degenerate_filter": None if degenerate_filter else False, "ocr": ocr, "route": route,
-             "domain": domain}
+             "domain": domain, "judge_filter": judge or None}
     settings_dict = {**file_settings, **parse_sets(set_), **{k: v for k, v in given.items() if v is not None}}
     try:
         settings = Settings(**settings_dict)
@@ -256,7 +259,9 @@ def _run_with_progress(sc, job, show_progress: bool = True):
 def _print_summary(summary, output: Path) -> None:
     rate = summary.processed / summary.seconds if summary.seconds else 0.0
     console.print(f"[bold]{summary.processed}[/] processed ([green]{summary.ok} ok[/], [red]{summary.failed} failed[/], "
-                  f"{summary.filtered} filtered), {summary.skipped} already done, in {summary.seconds:.1f}s "
+                  f"{summary.filtered} filtered"
+                  + (f", {summary.rejected} rejected by the judge" if summary.rejected else "")
+                  + f"), {summary.skipped} already done, in {summary.seconds:.1f}s "
                   f"({rate:.2f} images/s) -> {output}")
     if summary.stopped:
         console.print(f"  [bold red]{escape(summary.stopped)}[/]")

@@ -165,6 +165,14 @@ class Settings(BaseModel):
     route: Literal["off", "auto"] = "off"
     domain: str | None = None
     domains_dir: str | None = None
+    # Judge post-filter (judge.py; opt-in, ``--judge``, after CapFlow): the judge model (the captioner
+    # unless ``ScaleCap(judge=...)`` binds another) scores the final caption with the image on five
+    # dimensions, 1-3 each; the caption is kept when every dimension reaches ``judge_min`` (or its own
+    # entry in ``judge_thresholds``), else the record's status is "rejected".
+    judge_filter: bool = False
+    judge_min: int = Field(default=3, ge=1, le=3)
+    judge_thresholds: dict[str, int] = Field(default_factory=dict)
+    max_tokens_judge: int = Field(default=768, ge=64)
 
     @model_validator(mode="before")
     @classmethod
@@ -201,6 +209,27 @@ class Settings(BaseModel):
         for code in v or {}:
             if code not in CODES:
                 raise ValueError(f"degenerate_actions: unknown check {code!r}; choose from {', '.join(CODES)}")
+        return v
+
+    @field_validator("judge_thresholds", mode="before")
+    @classmethod
+    def _parse_judge_thresholds(cls, v: Any) -> Any:
+        """``"accuracy=3,professionalism=2"`` (as ``--set`` gives it) or a mapping; names and values checked."""
+        from .judge import DIMENSIONS
+
+        if isinstance(v, str):
+            pairs = [p.partition("=") for p in v.split(",") if p.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ValueError(f"judge_thresholds {v!r}: expected DIMENSION=SCORE[,DIMENSION=SCORE...]")
+            try:
+                v = {k.strip(): int(n) for k, _, n in pairs}
+            except ValueError:
+                raise ValueError(f"judge_thresholds {v!r}: scores are whole numbers 1-3") from None
+        for name, score in (v or {}).items():
+            if name not in DIMENSIONS:
+                raise ValueError(f"judge_thresholds: unknown dimension {name!r}; choose from {', '.join(DIMENSIONS)}")
+            if not 1 <= int(score) <= 3:
+                raise ValueError(f"judge_thresholds: {name}={score} is not a score 1-3")
         return v
 
     @property

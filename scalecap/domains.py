@@ -3,9 +3,12 @@
 ScaleCap's questions fit natural photos; documents, charts, screenshots, code or medical images
 need other first-caption prompts. Each domain is a folder (bundled: ``prompts/domains/<id>/``;
 more with the ``domains_dir`` setting, a folder of such folders): ``domain.toml`` holds its ``name``,
-a one-line ``description`` the router reads (with boundary rules), and an ``order``; any prompt files
-beside it (``caption.txt`` ...) override the run's preset for images of that domain. Adding a domain
-is adding a folder, no code; ``natural`` has no overrides, so it is the paper's preset.
+a one-line ``description`` the router reads (with boundary rules), an ``order``, and optionally
+``families``, the names of its question families beyond object/position (each a ``family_<name>.txt``
+beside it: one question about the whole image, asked of the captioner and rated like an object
+answer); any prompt files beside it (``caption.txt`` ...) override the run's preset for images of
+that domain. Adding a domain or a family is adding files, no code; ``natural`` has no overrides and no
+families, so it is the paper's preset.
 
 An image's domain is *declared* (the item's ``domain`` meta column, else the run's ``domain``
 setting) or, with ``route="auto"``, *routed*: one constrained multiple-choice call to the router
@@ -41,6 +44,7 @@ class Domain:
     description: str
     order: int
     folder: Path
+    families: tuple[str, ...] = ()
 
 
 def load_domains(extra: str | Path | None = None) -> dict[str, Domain]:
@@ -58,10 +62,24 @@ def load_domains(extra: str | Path | None = None) -> dict[str, Domain]:
                 raise ValueError(f"domain folder {spec.parent}: the name must be lower-case letters, digits, _")
             try:
                 found[did] = Domain(did, str(data["name"]), str(data["description"]), int(data.get("order", 99)),
-                                    spec.parent)
+                                    spec.parent, _families(spec, data.get("families", [])))
             except KeyError as exc:
                 raise ValueError(f"{spec}: missing {exc.args[0]!r}") from None
     return dict(sorted(found.items(), key=lambda kv: (kv[1].order, kv[0])))
+
+
+def _families(spec: Path, names: object) -> tuple[str, ...]:
+    """A domain's family names, each checked to have its question file (read when first used)."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{spec}: families must be a list of names")
+    for name in names:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"{spec}: family {name!r}: lower-case letters, digits and _ only")
+        if not (spec.parent / f"family_{name}.txt").is_file():
+            raise ValueError(f"{spec}: family {name!r} has no family_{name}.txt beside it")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{spec}: a family is listed twice")
+    return tuple(names)
 
 
 class Presets:
@@ -79,7 +97,7 @@ class Presets:
             folder = self.domains[domain].folder
             overrides = {n: (folder / f"{n}.txt").read_text(encoding="utf-8")
                          for n in _NAMES + _OPTIONAL + _TOOLS if (folder / f"{n}.txt").is_file()}
-            for n in ("system", "evidence"):
+            for n in ("system",) + _TOOLS:
                 if n in overrides:
                     raise ValueError(f"domain {domain}: {n}.txt comes from the run's preset, not a domain folder")
             if "{}" in overrides.get("caption", ""):
@@ -87,7 +105,14 @@ class Presets:
             for n in ("instructions", "object_summary", "position_summary", "final"):
                 if n in overrides and overrides[n].count("{}") != self.base.__getattribute__(n).count("{}"):
                     raise ValueError(f"domain {domain}: {n}.txt must have as many {{}} slots as the preset's")
-            self._cache[domain] = replace(self.base, name=f"{self.base.name}+{domain}", **overrides)
+            families = []
+            for name in self.domains[domain].families:
+                question = (folder / f"family_{name}.txt").read_text(encoding="utf-8").strip()
+                if not question or "{}" in question:
+                    raise ValueError(f"domain {domain}: family_{name}.txt must be one question with no {{}} slot")
+                families.append((name, question))
+            self._cache[domain] = replace(self.base, name=f"{self.base.name}+{domain}", families=tuple(families),
+                                          **overrides)
         return self._cache[domain]
 
     def hashes(self) -> dict[str, str]:

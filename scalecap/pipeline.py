@@ -6,14 +6,16 @@ A captioner (vision model) writes a first caption; contrastive rating keeps the 
 supports (the *golden sentences*); a writer (text LLM) turns them into short questions about each
 object and its position; the captioner answers, the answers are rated the same way; the writer
 summarises objects and positions and merges everything into the final caption. The budget N caps
-the number of object questions.
+the number of object questions. A domain may add question families (``domains.py``): one question
+each about the whole image, answered and rated the same way; their kept sentences join the object
+summary's input. They do not count against N (N stays the paper's cap on objects); N = 0 asks none.
 
 Beyond the paper, two optional rooms (each its own module, chosen by settings): an adaptive budget
 that asks in waves and stops when answers add nothing new (``budget.py``), and a self-correction
 turn whose corrections are rated like everything else (``correction.py``). Around the steps: the
 image's domain picks its prompts (``domains.py``), OCR gives the writer the image's text and checks
-the caption's quotes (``evidence.py``), and every generated text is screened for degenerate output
-(``screen.py``).
+the caption's quotes (``evidence.py``), every generated text is screened for degenerate output
+(``screen.py``), and an opt-in judge rejects captions it scores below its thresholds (``judge.py``).
 
 This module knows the backend *protocol* only, never a concrete backend, and nothing of files,
 shards or clusters: ``Engine`` keeps many images in flight, ``scalecap.io`` reads and writes.
@@ -43,6 +45,7 @@ from .rating import RatedText, rate_text
 from .records import CaptionResult, Correction, FilterHit, Fingerprint, Question, Summaries
 from .screen import Screen
 from .evidence import OcrTool
+from .judge import Judge
 from .domains import Presets, Router, load_domains
 from .stages import STAGES, StageFailure, Trace, timed
 from .text.content import load_tagger
@@ -67,12 +70,15 @@ class ScaleCap:
     """
 
     def __init__(self, model: Any = None, *, captioner: Any = None, scorer: Any = None, writer: Any = None,
-                 router: Any = None, settings: Settings | None = None, tagger_workers: int | None = None, **overrides: Any) -> None:
+                 router: Any = None, judge: Any = None, settings: Settings | None = None, tagger_workers: int | None = None, **overrides: Any) -> None:
         base = settings or Settings()
         self.settings = Settings.model_validate({**base.model_dump(), **overrides}) if overrides else base
         routed = self.settings.route == "auto" or router is not None
+        judged = self.settings.judge_filter
+        if judge is not None and not judged:
+            raise ValueError("judge= binds the judge model; turn the post-filter on with judge_filter=True (--judge)")
         self.backends = _bind_roles(model, captioner=captioner, scorer=scorer, writer=writer,
-                                    **({"router": router} if routed else {}))
+                                    **({"router": router} if routed else {}), **({"judge": judge} if judged else {}))
         self.captioner, self.scorer, self.writer = (self.backends[r] for r in ("captioner", "scorer", "writer"))
         self.prompts: PromptSet = load_preset(self.settings.preset)
         if self.settings.self_correct and self.prompts.correct is None:
@@ -96,6 +102,7 @@ class ScaleCap:
                              self.prompts.system)
         self.screen = Screen(self.settings)
         self.ocr = OcrTool(self.settings, self.prompts.evidence)
+        self.judge = Judge.for_run(self.settings, self.backends.get("judge"), self.prompts)
         self.fingerprint = self._make_fingerprint()
 
     # ------------------------------------------------------------------ public API
@@ -183,11 +190,13 @@ class ScaleCap:
         objects = plan_objects(per_sentence, s.budget)
 
         # 4. Answers about the same image, each rated like the caption: all at once, or (adaptive
-        #    budget) in waves until one adds too little that is new.
+        #    budget) in waves until one adds too little that is new; beside them the domain's
+        #    question families, if it has any.
         with timed(trace, "answers"):
-            questions, result.adaptive_budget = await self.budget.ask(
-                objects, lambda wave: self._ask(trace, image, wave), golden)
-        result.questions = questions
+            (questions, result.adaptive_budget), families = await asyncio.gather(
+                self.budget.ask(objects, lambda wave: self._ask(trace, image, wave), golden),
+                self._ask_families(trace, image, p))
+        result.questions = questions = questions + families
 
         # 5. Object and position summaries, concurrently (each skipped when it has nothing to summarise).
         with timed(trace, "summaries"):
@@ -211,6 +220,14 @@ class ScaleCap:
         if s.self_correct:
             with timed(trace, "correction"):
                 result.correction = await self._self_correct(trace, image, result.final_caption, p)
+
+        # 8. Judge post-filter, when asked (after CapFlow): five scores 1-3 with the image; a caption
+        #    under a threshold stays in the output as "rejected" (exports skip it).
+        if self.judge is not None:
+            with timed(trace, "judge"):
+                result.judge = await self.judge(trace, image, result.final_caption)
+            if result.judge is not None and not result.judge.kept:
+                result.status = "rejected"
 
     # ------------------------------------------------------------------ stages
     async def _generate(self, backend: Backend, trace: Trace, stage: str, user: str, image: ImageRef | None,
@@ -269,10 +286,17 @@ class ScaleCap:
 
     async def _ask(self, trace: Trace, image: ImageRef, objects: list[str]) -> list[Question]:
         return list(await asyncio.gather(*(
-            self._answer(trace, image, obj, kind) for obj in objects for kind in ("object", "position"))))
+            self._answer(trace, image, obj, kind, (OBJECT_TEMPLATE if kind == "object" else POSITION_TEMPLATE).format(obj))
+            for obj in objects for kind in ("object", "position"))))
 
-    async def _answer(self, trace: Trace, image: ImageRef, obj: str, kind: str) -> Question:
-        instruction = (OBJECT_TEMPLATE if kind == "object" else POSITION_TEMPLATE).format(obj)
+    async def _ask_families(self, trace: Trace, image: ImageRef, p: PromptSet) -> list[Question]:
+        """The domain's question families: one question each about the whole image (none with N = 0)."""
+        if self.settings.budget == 0:
+            return []
+        return list(await asyncio.gather(*(self._answer(trace, image, name, "family", question)
+                                           for name, question in p.families)))
+
+    async def _answer(self, trace: Trace, image: ImageRef, obj: str, kind: str, instruction: str) -> Question:
         answer = lambda penalty=None: self._caption(trace, "answers", instruction, image,  # noqa: E731
                                                     self.settings.max_tokens_answer, penalty)
         hits: list[FilterHit] = []
@@ -362,6 +386,8 @@ class ScaleCap:
         fields["settings"]["domain_prompt_hashes"] = self.presets.hashes()
         if self.settings.ocr != "off":  # the evidence prompt is sent only then, so hashed only then
             fields["settings"]["evidence_prompt_hash"] = stable_hash(self.prompts.evidence)
+        if self.judge is not None:
+            fields["settings"]["judge_prompt_hash"] = stable_hash(self.prompts.judge)
         return Fingerprint(id=stable_hash(fields), **fields)
 
 
@@ -370,7 +396,7 @@ def _bind_roles(model: Any, **roles: Any) -> dict[str, Backend]:
     opened: dict[str, Backend] = {}
     bound: dict[str, Backend] = {}
     for role, spec in roles.items():
-        if spec is None and role in ("scorer", "router"):
+        if spec is None and role in ("scorer", "router", "judge"):
             spec = roles["captioner"]  # METHOD section 2: rate with the model that wrote the text
         spec = spec if spec is not None else model
         if spec is None:
@@ -411,20 +437,23 @@ def _window(writer: Backend, settings: Settings) -> int | None:
 
 
 def _detail_lines(golden: list[str], per_sentence: list[list[str]], questions: list[Question]) -> list[str]:
-    """Golden sentences, each followed by the details of the objects first seen in it; none at all
-    when no object answer survived (the golden sentences reach the final caption as its context)."""
+    """Golden sentences, each followed by the details of the objects first seen in it, then the kept
+    answers of the domain's question families; none at all when no such answer survived (the golden
+    sentences reach the final caption as its context)."""
     sentence_of = first_sentence_of(per_sentence)
     details: dict[int, list[str]] = {}
     for q in questions:
         if q.kind == "object" and q.kept:
             details.setdefault(sentence_of[object_key(q.object)], []).append(f"Details about {q.object}: {_kept(q)}")
-    if not details:
+    families = [f"Details about the {q.object.replace('_', ' ')}: {_kept(q)}"
+                for q in questions if q.kind == "family" and q.kept]
+    if not details and not families:
         return []
     lines = []
     for index, sentence in enumerate(golden):
         lines.append(sentence)
         lines.extend(details.get(index, []))
-    return lines
+    return lines + families
 
 
 def _position_lines(questions: list[Question]) -> list[str]:

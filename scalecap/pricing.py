@@ -30,6 +30,7 @@ STAGE_ROLES: dict[str, str] = {
     "final": "writer",
     "correction": "captioner",
     "correction_rating": "scorer",
+    "judge": "captioner",  # the judge is the captioner unless bound otherwise (then price the stage: judge=P:C)
 }
 ROLES = ("captioner", "scorer", "writer")
 DEFAULT_KEYS = ("*", "default", "all")

@@ -139,8 +139,10 @@ class RichProgress(JobProgress):
         if self.total is not None and rate > 0:
             left = max(self.total - self.done_before - processed, 0)
             info += f"  ETA {_hms(left / rate)}"
-        info += (f"  ok {self.counts['ok']}  failed {self.counts['failed']}  filtered {self.counts['filtered']}"
-                 f"  skipped {self.done_before}  tokens {self.tokens:,}")
+        info += f"  ok {self.counts['ok']}  failed {self.counts['failed']}  filtered {self.counts['filtered']}"
+        if self.counts["rejected"]:  # the judge post-filter's rejections
+            info += f"  rejected {self.counts['rejected']}"
+        info += f"  skipped {self.done_before}  tokens {self.tokens:,}"
         self.progress.update(self.task, info=info)
 
     def finish(self) -> None:

@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Status = Literal["ok", "failed", "filtered"]
+#: ``rejected``: the judge post-filter (``judge.py``) scored the caption below its thresholds; the
+#: record keeps everything (resume skips it, exports skip it, a new threshold can re-decide it).
+Status = Literal["ok", "failed", "filtered", "rejected"]
 
 
 class _Record(BaseModel):
@@ -56,8 +58,12 @@ class FilterHit(_Record):
 
 
 class Question(_Record):
+    """One question and its rated answer: about an object (``object``), its position (``position``),
+    or, for a domain with question families, the whole image (``family``: ``object`` is the family's
+    name, e.g. ``reading_order``, and ``instruction`` the domain's ``family_<name>.txt``)."""
+
     object: str
-    kind: Literal["object", "position"]
+    kind: Literal["object", "position", "family"]
     instruction: str
     answer: str | None = None
     answer_sentences: list[ScoredSentence] = Field(default_factory=list)
@@ -157,6 +163,25 @@ class DomainInfo(_Record):
     raw: str | None = None  # an unconstrained router's reply
 
 
+class JudgeScore(_Record):
+    """One of the judge's dimensions (CapFlow's five): a score from 1 (poor) to 3 (good) and why."""
+
+    dimension: str
+    score: int = Field(ge=1, le=3)
+    reason: str
+
+
+class JudgeVerdict(_Record):
+    """The judge post-filter (``judge.py``) on the final caption: five scores with reasons, the
+    thresholds they met or missed, and whether the caption is kept (status ``ok``) or ``rejected``."""
+
+    scores: list[JudgeScore]
+    thresholds: dict[str, int]  # dimension -> the lowest score kept
+    below: list[str] = Field(default_factory=list)  # dimensions under their threshold
+    kept: bool
+    raw: str | None = None  # an unconstrained judge's reply (kept to audit the parse)
+
+
 class StageUsage(_Record):
     calls: int = 0
     prompt_tokens: int = 0
@@ -207,6 +232,7 @@ class CaptionResult(_Record):
     domain: DomainInfo | None = None  # declared or routed domain (--domain, a domain column, --route auto)
     filter_hits: list[FilterHit] = Field(default_factory=list)  # the degenerate-output filter's findings
     ocr: OcrEvidence | None = None  # --ocr: the text read in the image and the quotes checked against it
+    judge: JudgeVerdict | None = None  # --judge: the post-filter's scores; status "rejected" when not kept
     usage: dict[str, StageUsage] = Field(default_factory=dict)
     skipped: dict[str, str] = Field(default_factory=dict)  # stage -> why it made no model call
     notes: list[str] = Field(default_factory=list)

@@ -106,6 +106,7 @@ class JobSummary:
     ok: int = 0
     failed: int = 0
     filtered: int = 0
+    rejected: int = 0       # captioned, then rejected by the judge post-filter (not a failure: exit code 0)
     retried: int = 0        # failed earlier, captioned again in this run
     duplicates: int = 0
     duplicate_examples: list[str] = field(default_factory=list)
@@ -122,7 +123,7 @@ class JobSummary:
 
     @property
     def processed(self) -> int:
-        return self.ok + self.failed + self.filtered
+        return self.ok + self.failed + self.filtered + self.rejected
 
     @property
     def exit_code(self) -> int:
@@ -418,6 +419,8 @@ def count_result(summary: JobSummary, result: CaptionResult, failed_before: dict
         summary.ok += 1
     elif result.status == "filtered":
         summary.filtered += 1
+    elif result.status == "rejected":
+        summary.rejected += 1
     else:
         summary.failed += 1
         summary.failures[result.error_kind or "error"] += 1
@@ -447,7 +450,7 @@ def summary_dict(summary: JobSummary, job: CaptionJob | None, sink_info: dict[st
             "in_scope": summary.total,
             "skipped_done": summary.skipped,
             "processed": summary.processed,
-            "ok": summary.ok, "failed": summary.failed, "filtered": summary.filtered,
+            "ok": summary.ok, "failed": summary.failed, "filtered": summary.filtered, "rejected": summary.rejected,
             "retried": summary.retried,
             "duplicates": summary.duplicates, "duplicate_examples": summary.duplicate_examples,
             "replayed_into_sink": summary.replayed,

@@ -12,7 +12,7 @@ from .backends.base import BackendError, Generation
 from .records import StageUsage
 
 STAGES = ("routing", "caption", "caption_rating", "instructions", "answers", "answer_rating",
-          "object_summary", "position_summary", "final", "correction", "correction_rating")
+          "object_summary", "position_summary", "final", "correction", "correction_rating", "judge")
 
 
 class StageFailure(BackendError):

@@ -33,7 +33,10 @@ def test_a_declared_document_gets_ocr_evidence_in_the_record(tmp_path, document_
 
 
 @pytest.mark.parametrize(("args", "message"), [(["--route", "sideways"], "route"), (["--ocr", "maybe"], "ocr"),
-                                               (["--set", "degenerate_actions=loop=drop"], "unknown check 'loop'")])
+                                               (["--set", "degenerate_actions=loop=drop"], "unknown check 'loop'"),
+                                               (["--judge", "--set", "judge_thresholds=beauty=3"],
+                                                "unknown dimension 'beauty'"),
+                                               (["--judge", "--set", "judge_thresholds=intent=4"], "intent=4 is not a score 1-3")])
 def test_bad_values_are_errors_before_any_model_loads(tmp_path, args, message):
     res = runner.invoke(app, ["caption", str(tmp_path), "-o", str(tmp_path / "o.jsonl"), "--model", "nowhere", *args],
                         env={"COLUMNS": "300"})

@@ -121,3 +121,38 @@ def test_router_on_a_tiny_real_model_returns_a_label_of_the_set(tiny_models, sam
     assert r.domain.source == "routed" and r.domain.id in DOMAINS and r.domain.confidence in (1, 2, 3)
     assert r.usage["routing"].calls == 1 and r.usage["routing"].completion_tokens > 0
     assert r.fingerprint.models["router"] == r.fingerprint.models["captioner"]
+
+
+def test_a_question_family_is_files_and_a_line_in_domain_toml(tmp_path):
+    folder = tmp_path / "satellite"
+    folder.mkdir()
+    toml = 'name = "Satellite"\norder = 9\ndescription = "aerial views"\nfamilies = ["roads"]\n'
+    (folder / "domain.toml").write_text(toml)
+    (folder / "family_roads.txt").write_text("Describe the roads visible in the image.\n")
+    captioner, writer = _scripted()
+    captioner.rules = [(r"^Describe the roads", "A red road crosses the cat."), *captioner.rules]
+    sc = ScaleCap(captioner=captioner, scorer=captioner, writer=writer, tagger="lexicon", budget=2,
+                  domains_dir=str(tmp_path))
+    r = sc.caption(_item({"domain": "satellite"}))
+    assert r.status == "ok", r.error
+    (family,) = [q for q in r.questions if q.kind == "family"]
+    assert (family.object, family.instruction, family.kept) == ("roads", "Describe the roads visible in the image.", True)
+    assert family.answer == "A red road crosses the cat."
+    hashes = sc.presets.hashes()
+    assert hashes["natural"] == PAPER.sha256[:16]  # natural: the paper's prompts, no family
+    (folder / "family_roads.txt").write_text("Describe the roads and rivers.\n")
+    assert ScaleCap(captioner=captioner, scorer=captioner, writer=writer, tagger="lexicon",
+                    domains_dir=str(tmp_path)).presets.hashes()["satellite"] != hashes["satellite"]
+    (folder / "domain.toml").write_text(toml.replace('["roads"]', '["roads", "rivers"]'))
+    with pytest.raises(ValueError, match="family 'rivers' has no family_rivers.txt"):
+        load_domains(tmp_path)
+
+
+def test_the_bundled_families():
+    assert {d: DOMAINS[d].families for d in DOMAINS if DOMAINS[d].families} == {
+        "structure_math": ("axes", "series", "values", "trends"),
+        "infographic_document": ("text_content", "layout", "reading_order"),
+        "medical": ("modality", "anatomy", "findings"),
+        "ui": ("elements", "state", "layout"),
+        "code": ("language", "purpose", "structure")}
+    assert "diagnos" in (DOMAINS["medical"].folder / "family_findings.txt").read_text()  # visible features only

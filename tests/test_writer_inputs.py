@@ -181,3 +181,86 @@ def test_an_answer_with_nothing_kept_drops_its_object_from_the_summaries():
     assert r.summaries.objects is None and r.summaries.positions is None
     assert any("\n".join(GOLDEN) in p for p in prompts if p.startswith(PROMPTS.final.split("{}")[0]))
     assert not any("Details about" in p or "Position about" in p for p in prompts)
+
+
+# ---------------------------------------------------------------------------------------- question families
+# A domain's question families (domains.py): asked about the whole image beside the object questions,
+# rated the same way; only their kept sentences reach the writer (in the object summary's input).
+DOC = "infographic_document"
+FAMILY_ANSWERS = {
+    "text_content": 'The page reads "Hello" at the top. A purple dragon signs it.',
+    "layout": "The page has two columns.",
+    "reading_order": "Seven unicorns gallop around.",  # nothing kept: the family is dropped
+}
+FAMILY_SUPPORTED = SUPPORTED | {"page", "reads", "hello", "top", "two", "columns"}
+
+
+def _family_questions(domain: str = DOC) -> dict[str, str]:
+    from scalecap.domains import load_domains
+
+    d = load_domains()[domain]
+    return {name: (d.folder / f"family_{name}.txt").read_text().strip() for name in d.families}
+
+
+def _doc_captioner() -> ScriptedBackend:
+    from scalecap.domains import load_domains
+
+    doc_caption = (load_domains()[DOC].folder / "caption.txt").read_text()
+    rules = [(f"^{re.escape(doc_caption)}$", CAPTION)]
+    rules += [(f"^{re.escape(instruction)}$", answer) for instruction, answer in ANSWERS.items()]
+    rules += [(f"^{re.escape(q)}$", FAMILY_ANSWERS[name]) for name, q in _family_questions().items()]
+    return ScriptedBackend(rules=rules, support={w: 0.9 for w in FAMILY_SUPPORTED}, base=0.25, name="scripted-vlm")
+
+
+def test_a_document_image_gets_its_families_and_only_their_kept_sentences_reach_the_writer():
+    captioner, writer = _doc_captioner(), _writer()
+    r = _run(captioner, writer, domain=DOC)
+    assert r.status == "ok", r.error
+    questions = _family_questions()
+    assert list(questions) == ["text_content", "layout", "reading_order"]
+    asked = [c.prompt.user for c in captioner.generations() if c.prompt.user in questions.values()]
+    assert sorted(asked) == sorted(questions.values())  # each family once, with the image
+    assert all(c.with_image for c in captioner.generations() if c.prompt.user in questions.values())
+    families = [q for q in r.questions if q.kind == "family"]
+    assert [(q.object, q.instruction, q.kept) for q in families] == [
+        (name, questions[name], name != "reading_order") for name in questions]
+    # rated like an object answer: under the family's question, with and without the image
+    rated = [c for c in captioner.calls if c.kind == "score" and c.prompt.user == questions["layout"]]
+    assert sorted(c.with_image for c in rated) == [False, True]
+    prompts = _writer_prompts(writer)
+    object_lines = [GOLDEN[0], "Details about cat: The cat has orange stripes.",
+                    "Details about table: The table has dark grain.", GOLDEN[1],
+                    'Details about the text content: The page reads "Hello" at the top.',
+                    "Details about the layout: The page has two columns."]
+    assert PROMPTS.object_summary.replace("{}", "\n".join(object_lines), 1) in prompts
+    for dropped in ["A purple dragon signs it.", "Seven unicorns gallop around.", "reading order"]:
+        assert not any(dropped in p for p in prompts), dropped
+    assert not any(FAMILY_ANSWERS["text_content"] in p for p in prompts)
+    # families do not count against N: N = 1 still asks all three (and one object with its twin)
+    captioner = _doc_captioner()
+    r = _run(captioner, _writer(), domain=DOC, budget=1)
+    assert [q.kind for q in r.questions].count("family") == 3 and [q.kind for q in r.questions].count("object") == 1
+    # N = 0: no question at all
+    r = _run(_doc_captioner(), _writer(), domain=DOC, budget=0)
+    assert r.questions == []
+
+
+def test_families_alone_feed_the_object_summary_when_no_object_answer_survives():
+    captioner, writer = _doc_captioner(), _writer()
+    captioner.support = {w: 0.9 for w in ("red", "sleeps", "wooden", "blue", "stands", "page", "two", "columns")}
+    r = _run(captioner, writer, domain=DOC)
+    assert not any(q.kept for q in r.questions if q.kind != "family")
+    summaries = [p for p in _writer_prompts(writer) if p.startswith("Descriptions:")]
+    lines = GOLDEN + ['Details about the text content: The page reads "Hello" at the top.',
+                      "Details about the layout: The page has two columns."]
+    assert summaries == [PROMPTS.object_summary.replace("{}", "\n".join(lines), 1)]
+
+
+def test_natural_images_get_no_family_question():
+    for domain in (None, "natural"):
+        captioner, writer = _captioner(), _writer()
+        r = _run(captioner, writer, **({"domain": domain} if domain else {}))
+        assert r.status == "ok", r.error
+        assert {q.kind for q in r.questions} == {"object", "position"}
+        asked = [c.prompt.user for c in captioner.generations()]
+        assert asked[1:] and all(p.startswith("Describe more details about the") for p in asked[1:])

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from ..records import CaptionResult
 
-FINAL_STATUSES = ("ok", "filtered")
+FINAL_STATUSES = ("ok", "filtered", "rejected")  # "rejected": the judge post-filter decided; not redone
 
 
 class JournalError(RuntimeError):
@@ -149,7 +149,7 @@ def read_journal(path: Path, *, retry_failed: bool = True, committed: set[str] |
     for offset, line, rec in iter_lines(path, repair=True):
         consumed = offset + len(line)
         rid, status = rec.get("id"), rec.get("status")
-        if not isinstance(rid, str) or status not in ("ok", "failed", "filtered"):
+        if not isinstance(rid, str) or status not in ("failed",) + FINAL_STATUSES:
             raise JournalError(f"{path}: the record at byte {offset} has no id/status: is this a scalecap journal?")
         state.lines += 1
         fp = (rec.get("fingerprint") or {}).get("id")

@@ -4,7 +4,7 @@ Every run writes the journal first (``scalecap.io.journal``: the source of truth
 state). A sink then materialises the records in the form a user asked for:
 
 ``jsonl``     the journal is the output (``-o run.jsonl``); nothing else to write.
-``parquet``   ``OUTDIR/part-NNNNN.parquet`` shards of ``shard_size`` records (ok and filtered),
+``parquet``   ``OUTDIR/part-NNNNN.parquet`` shards of ``shard_size`` records (ok, filtered, rejected),
               one row per record: scalar fields as typed columns, nested fields (sentences,
               questions, summaries, usage, notes, meta, fingerprint, timings) as JSON strings, so
               the schema never depends on what a record holds. ``OUTDIR/records.jsonl`` is the journal.
@@ -313,7 +313,7 @@ class _ShardedSink(Sink):
         return committed
 
     def accepts(self, status: str) -> bool:
-        return status in ("ok", "filtered")
+        return status in ("ok", "filtered", "rejected")
 
     def write(self, record: CaptionResult, data: bytes | None, item: ImageItem | None) -> None:
         if not self.accepts(record.status):
@@ -380,7 +380,7 @@ class _ShardedSink(Sink):
 #: Parquet columns: the scalar fields of a record, then its nested fields as JSON strings.
 SCALAR_FIELDS = ("id", "source", "status", "error", "error_kind", "first_caption", "final_caption")
 JSON_FIELDS = ("sentences", "questions", "summaries", "usage", "notes", "meta", "fingerprint", "timings", "skipped",
-               "correction", "adaptive_budget", "filter_hits", "ocr", "domain")
+               "correction", "adaptive_budget", "filter_hits", "ocr", "domain", "judge")
 
 
 def _read_lines(path: Path, repair: bool = False) -> list[dict]:

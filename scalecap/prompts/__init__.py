@@ -16,7 +16,7 @@ _NAMES = ("system", "caption", "instructions", "object_summary", "position_summa
 _OPTIONAL = ("correct",)
 #: Optional prompts used only by an opt-in tool, hashed into the fingerprint only when it is used
 #: (so that adding one to a preset does not change the fingerprint of runs that never send it).
-_TOOLS = ("evidence",)
+_TOOLS = ("evidence", "judge")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,11 @@ class PromptSet:
     correct: str | None = None
     #: OCR evidence (``--ocr``), put before the final-caption prompt; ``{}`` takes the OCR text.
     evidence: str | None = None
+    #: The judge post-filter (``--judge``), sent with the image; ``{}`` takes the final caption.
+    judge: str | None = None
+    #: Question families beyond object/position (a domain's, ``domains.py``): (name, question) pairs,
+    #: each question asked once about the whole image and its answer rated like an object answer.
+    families: tuple[tuple[str, str], ...] = ()
 
     @property
     def sha256(self) -> str:
@@ -39,6 +44,8 @@ class PromptSet:
         for n in _NAMES + _OPTIONAL:
             if getattr(self, n) is not None:
                 h.update(n.encode() + b"\0" + getattr(self, n).encode() + b"\0")
+        for name, question in self.families:  # none in the paper's preset: its hash is unchanged
+            h.update(b"family\0" + name.encode() + b"\0" + question.encode() + b"\0")
         return h.hexdigest()
 
 
@@ -64,8 +71,9 @@ def load_preset(name_or_path: str = "paper") -> PromptSet:
     if "{}" in texts.get("correct", ""):
         raise ValueError(f"prompt {name}/correct.txt takes no {{}} slot: the caption goes before it, as the "
                          "assistant's turn")
-    if "evidence" in texts and texts["evidence"].count("{}") != 1:
-        raise ValueError(f"prompt {name}/evidence.txt must contain {{}} exactly 1 time(s)")
+    for n in _TOOLS:
+        if n in texts and texts[n].count("{}") != 1:
+            raise ValueError(f"prompt {name}/{n}.txt must contain {{}} exactly 1 time(s)")
     for n, slots in (("instructions", 1), ("object_summary", 1), ("position_summary", 1), ("final", 3)):
         if texts[n].count("{}") != slots:
             raise ValueError(f"prompt {name}/{n}.txt must contain {{}} exactly {slots} time(s)")
