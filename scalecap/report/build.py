@@ -380,6 +380,7 @@ def build_report(
     overview = {
         "records": col.n,
         "ok": col.counts["ok"], "failed": col.counts["failed"], "filtered": col.counts["filtered"],
+        "rejected": col.counts["rejected"],
         "unreadable": len(col.unreadable),
         "unreadable_lines": [asdict(u) for u in col.unreadable[:MAX_UNREADABLE_LISTED]],
         "failures": col.failures.most_common(), "filtered_reasons": col.filtered.most_common(),

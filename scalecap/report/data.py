@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from ..eval.common import UNKNOWN_DOMAIN
 from ..records import CaptionResult, FilterHit, ScoredSentence
 
-STATUS_CODES = {"ok": 0, "failed": 1, "filtered": 2}
+STATUS_CODES = {"ok": 0, "failed": 1, "filtered": 2, "rejected": 3}
 # Bits of the per-image ``corr`` column (the page's correction filter).
 CORR_RAN, CORR_CHANGED, CORR_REJECTED = 1, 2, 4
 # Values of the per-image ``ocr`` column: no OCR, OCR with every quote found, a quote not in the OCR.
@@ -386,6 +386,10 @@ class Collector:
             d["ab"] = {"stop": b.stop, "asked": b.asked, "planned": b.planned, "nov": [w.novelty for w in b.waves]}
         if rec.domain is not None:
             d["dom"] = {"id": rec.domain.id, "src": rec.domain.source, "conf": rec.domain.confidence}
+        if rec.judge is not None:
+            d["judge"] = {"kept": rec.judge.kept, "below": list(rec.judge.below),
+                          "s": [{"d": j.dimension, "v": j.score, "r": j.reason,
+                                 "min": rec.judge.thresholds.get(j.dimension)} for j in rec.judge.scores]}
         if rec.ocr is not None:
             d["ocr"] = {"eng": rec.ocr.engine, "text": rec.ocr.text,
                         "q": [{"q": q.quote, "ok": q.supported, "sim": q.similarity, "drop": q.dropped}

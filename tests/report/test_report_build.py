@@ -412,3 +412,28 @@ def test_filter_columns_for_corrections_domains_ocr_and_hits(tmp_path: Path) -> 
     assert data["hit_codes"] == ["refusal", "repetition"]
     assert ix["fh"] == [[0, 1], [], [], [], [1], []]
     assert [r["corr"]["na"] for r in data["records"][:4]] == [0, 1, 1, 0]
+
+
+def test_rejected_captions_and_judge_verdicts_are_in_the_report(tmp_path):
+    from scalecap.records import CaptionResult, JudgeScore, JudgeVerdict
+
+    dims = ["accuracy", "completeness", "reasoning_rigour", "intent", "professionalism"]
+
+    def verdict(low: str | None) -> JudgeVerdict:
+        scores = [JudgeScore(dimension=d, score=2 if d == low else 3, reason=f"<b>{d}</b> ok") for d in dims]
+        return JudgeVerdict(scores=scores, thresholds={d: 3 for d in dims}, below=[low] if low else [],
+                            kept=low is None)
+
+    recs = [CaptionResult(id="kept", source="a.jpg", status="ok", final_caption="A cat.", judge=verdict(None)),
+            CaptionResult(id="rej", source="b.jpg", status="rejected", final_caption="A dragon.",
+                          judge=verdict("accuracy"))]
+    run = tmp_path / "judged.jsonl"
+    run.write_text("".join(r.to_json() + "\n" for r in recs), encoding="utf-8")
+    summary = build_report(run, tmp_path / "j.html")
+    html, data = page_data(tmp_path / "j.html")
+    assert summary.records == 2 and data["overview"]["rejected"] == 1 and data["overview"]["ok"] == 1
+    assert data["index"]["status"] == [0, 3]
+    judged = {r["id"]: r["judge"] for r in data["records"]}
+    assert judged["rej"]["kept"] is False and judged["rej"]["below"] == ["accuracy"]
+    assert [s["v"] for s in judged["rej"]["s"]] == [2, 3, 3, 3, 3] and judged["kept"]["kept"] is True
+    assert "<b>accuracy</b>" not in markup(html)  # reasons are data, never markup

@@ -7,7 +7,7 @@
   "use strict";
 
   const SVGNS = "http://www.w3.org/2000/svg";
-  const STATUS = ["ok", "failed", "filtered"];
+  const STATUS = ["ok", "failed", "filtered", "rejected"];
   const LIST_MAX = 300;
   const CHUNK_CACHE = 48;
 
@@ -243,6 +243,7 @@
       tile("ok", "Captioned", fmtInt(OV.ok), "good"),
       tile("failed", "Failed", fmtInt(OV.failed), OV.failed ? "bad" : ""),
       tile("filtered", "Filtered", fmtInt(OV.filtered), OV.filtered ? "warn" : ""),
+      tile("rejected", "Rejected by the judge", fmtInt(OV.rejected || 0), OV.rejected ? "warn" : ""),
       tile("unreadable", "Unreadable lines", fmtInt(OV.unreadable), OV.unreadable ? "bad" : ""),
       tile("sentences", "Caption sentences kept", fmtInt(OV.sentences_kept) + " / " + fmtInt(OV.sentences)),
       tile("questions", "Questions kept", fmtInt(OV.questions_kept) + " / " + fmtInt(OV.questions)),
@@ -564,7 +565,7 @@
     ui.q = mk("search", el("input")); ui.q.type = "search"; ui.q.id = "search";
     ui.q.placeholder = "id, caption words, object, error…";
     ui.status = mk("status", el("select")); ui.status.id = "f-status";
-    [["-1", "all"], ["0", "ok"], ["1", "failed"], ["2", "filtered"]].forEach((o) => { const e = el("option", null, o[1]); e.value = o[0]; ui.status.appendChild(e); });
+    [["-1", "all"], ["0", "ok"], ["1", "failed"], ["2", "filtered"], ["3", "rejected"]].forEach((o) => { const e = el("option", null, o[1]); e.value = o[0]; ui.status.appendChild(e); });
     ui.reason = mk("reason", el("select")); ui.reason.id = "f-reason";
     const o0 = el("option", null, "any"); o0.value = "-1"; ui.reason.appendChild(o0);
     D.reasons.forEach((r, i) => { const e = el("option", null, r); e.value = String(i); ui.reason.appendChild(e); });
@@ -946,6 +947,11 @@
     }
     if (r.st === "filtered") {
       main.appendChild(add(el("div", "filterbox"), el("strong", null, "Filtered: "), txt(r.why || "unspecified")));
+    }
+    if (r.judge) {
+      add(main, el("h4", null, "Judge · " + (r.judge.kept ? "kept" : "rejected (" + r.judge.below.join(", ") + ")")));
+      main.appendChild(table(["dimension", "score", "kept at", "reason"],
+        r.judge.s.map((j) => [j.d, String(j.v), j.min === null || j.min === undefined ? "" : String(j.min), j.r]), [0, 1, 1, 0]));
     }
     if (r.final !== null && r.final !== undefined) {
       add(main, el("h4", null, "Final caption"));
