@@ -301,7 +301,8 @@ class FakeVLLM(_Running):
     template, None first, as vLLM does). The log-prob of each character is ``logprob(char,
     with_image)``, chosen here so that tests can compute what the backend must parse. ``reply(body)``
     picks a generation's text; ``fail_next`` answers the next k chat requests with 500. Every chat
-    request body is kept in ``bodies``.
+    request body is kept in ``bodies``. ``down``: an outage, every request's connection is closed
+    unanswered; with ``up_after_probes`` = k the k-th ``GET /v1/models`` of the outage ends it.
     """
 
     MODEL = "fake-vlm"
@@ -310,17 +311,38 @@ class FakeVLLM(_Running):
         self.bodies: list[dict] = []
         self.fail_next = 0
         self.reply: Callable[[dict], str] = lambda body: "A red car."
+        self.down = False
+        self.up_after_probes: int | None = None
+        self.probes_while_down = 0
+        self.dropped = 0
+        self.lock = threading.Lock()
         fake = self
 
         class H(_Handler):
+            def _dropped(self) -> bool:
+                with fake.lock:
+                    if fake.down and self.command == "GET" and self.path == "/v1/models":
+                        fake.probes_while_down += 1
+                        if fake.up_after_probes is not None and fake.probes_while_down >= fake.up_after_probes:
+                            fake.down = False
+                    if fake.down:
+                        fake.dropped += 1
+                        self.close_connection = True
+                    return fake.down
+
             def do_GET(self) -> None:
+                if self._dropped():
+                    return
                 if self.path == "/v1/models":
                     return self._send(200, {"object": "list", "data": [
                         {"id": fake.MODEL, "object": "model", "owned_by": "vllm", "max_model_len": 4096}]})
                 self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self) -> None:
-                body = json.loads(self._body() or b"{}")
+                raw = self._body()
+                if self._dropped():
+                    return
+                body = json.loads(raw or b"{}")
                 if self.path == "/tokenize":
                     return self._send(200, {"tokens": [ord(c) for c in body["prompt"]], "count": len(body["prompt"])})
                 if self.path == "/detokenize":
