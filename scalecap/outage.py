@@ -94,7 +94,7 @@ class ServerRun:
         self.stopped: str | None = None
         self.pauses: list[dict[str, Any]] = []  # one entry per pause: seconds, probes, outcome, re-run
         self._held: dict[str, tuple[ImageItem, CaptionResult]] = {}
-        self._again: deque[ImageItem] = deque()
+        self._again: deque[tuple[ImageItem, CaptionResult]] = deque()  # released, to run again
         self._reruns: Counter = Counter()
         self._running: dict[str, tuple[ImageItem, int]] = {}  # admitted, with the pause count then
         self._epoch = 0  # pauses resumed so far
@@ -113,18 +113,21 @@ class ServerRun:
                         break
             finally:
                 await results.aclose()  # a stop: cancel what is in flight (no record)
-            if not self.stopped and self._held:  # the input is done; the outage left images to re-run
+            if self.stopped:
+                break
+            if not self._again and self._held:  # the input is done; the outage left images to re-run
                 await self._wait_for_server()
             if self.stopped or not self._again:
                 break
-        for _, result in self._held.values():  # given up on: their failure is their record
+        for _, result in [*self._again, *self._held.values()]:  # given up on: their failure is their record
             yield result
+        self._again.clear()
         self._held.clear()
 
     async def _admit(self, source: Iterator[ImageItem]) -> AsyncIterator[ImageItem]:
         while not self.stopped:
             if self._again:
-                item = self._again.popleft()
+                item, _ = self._again.popleft()
                 self._reruns[item.id] += 1
             else:
                 item = next(source, None)
@@ -159,7 +162,7 @@ class ServerRun:
                 and result.error_kind in TRANSIENT_KINDS and self._reruns[result.id] < self.policy.max_reruns)
 
     def _release(self) -> None:
-        self._again.extend(item for item, _ in self._held.values())
+        self._again.extend(self._held.values())
         self._held.clear()
 
     async def _wait_for_server(self) -> None:

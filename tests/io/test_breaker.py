@@ -131,6 +131,25 @@ def test_an_outage_that_ends_during_the_pause_fails_no_image(many, tmp_path):
     assert summary["pauses"][0]["outcome"] == "resumed" and summary["exit_code"] == 0
 
 
+def test_an_outage_at_the_end_of_the_input_is_waited_out_too(many, tmp_path):
+    """The engine has taken the last image before the breaker trips (and one image of the outage
+    fails alone, below the threshold): what the outage failed still runs again."""
+    out, server = tmp_path / "run.jsonl", _Server(up_after_probes=2)
+    captioner = _OnServer(server, healthy=28)
+    s = run_job(captioner, CaptionJob(inputs=[str(many)], output=out, concurrency=4, stop_after=2, outage=FAST))
+    assert (s.ok, s.failed, s.stopped, s.exit_code) == (30, 0, None, 0)
+    assert captioner.failures == 2 and len(captioner.calls) == 32
+    assert [p["outcome"] for p in s.pauses] == ["resumed"]
+    assert all(r["status"] == "ok" for r in read_jsonl(out)) and len(read_jsonl(out)) == 30
+
+
+def test_one_failure_below_the_threshold_at_the_end_is_re_run_after_a_probe(many, tmp_path):
+    out, server = tmp_path / "run.jsonl", _Server(up_after_probes=1)
+    captioner = _OnServer(server, healthy=29)
+    s = run_job(captioner, CaptionJob(inputs=[str(many)], output=out, concurrency=1, stop_after=5, outage=FAST))
+    assert (s.ok, s.failed, s.exit_code, server.probes, s.pauses) == (30, 0, 0, 1, [])  # up at once: no pause
+
+
 def test_an_outage_longer_than_the_pause_stops_cleanly_and_the_next_run_finishes(many, tmp_path):
     out, server, notices = tmp_path / "run.jsonl", _Server(), _Notices()
     policy = OutagePolicy(wait=0.05, first_probe=0.01, max_probe_interval=0.01)

@@ -160,7 +160,7 @@ def test_an_outage_mid_run_is_paused_through_and_no_image_fails(fake_vllm, tmp_p
         (folder / f"i{i}.png").write_bytes(png_bytes(16 + i, 16))
     fake_vllm.reply = lambda body: ("Describe more details about the car.\n" if "structured_outputs" in body
                                     else "A red car is parked.")
-    fake_vllm.up_after_probes = 3
+    fake_vllm.outage.up_after_probes = 3
     c = cfg(fake_vllm, max_retries=1)
     sc = ScaleCap(captioner=c, scorer=c, writer=c, budget=1, tau=0.05, tagger="lexicon")
     lines: list[str] = []
@@ -169,13 +169,13 @@ def test_an_outage_mid_run_is_paused_through_and_no_image_fails(fake_vllm, tmp_p
 
     def outage_after_two(result):
         if result.status == "ok" and sum(1 for _ in open(out)) == 2:
-            fake_vllm.down = True
+            fake_vllm.outage.down = True
 
     out = tmp_path / "run.jsonl"
     s = run_job(sc, CaptionJob(inputs=[str(folder)], output=out, concurrency=2, stop_after=2,
                                outage=OutagePolicy(wait=60.0, first_probe=0.05, max_probe_interval=0.1)),
                 on_result=outage_after_two, progress=progress)
-    assert fake_vllm.dropped > 0 and fake_vllm.probes_while_down == 3 and not fake_vllm.down
+    assert fake_vllm.outage.dropped > 0 and fake_vllm.outage.probes_while_down == 3 and not fake_vllm.outage.down
     assert (s.ok, s.failed, s.stopped, s.exit_code) == (6, 0, None, 0), s.failures
     # (aiohttp may send a GET again on a dropped keep-alive connection: a probe is 1 or 2 GETs)
     assert [p["outcome"] for p in s.pauses] == ["resumed"] and s.pauses[0]["probes"] >= 2
