@@ -156,9 +156,12 @@ def caption(
     download_timeout: float = typer.Option(30.0, help="URL sources: connect/read timeout in seconds."),
     allow_private_urls: bool = typer.Option(False, help="URL sources: fetch from loopback, private and link-local "
                                             "addresses too (refused by default, also after redirects)."),
-    stop_after: int = typer.Option(20, help="Stop the run (exit code 3, finished records kept) after N images in a "
-                                   "row fail because the model server is unreachable, refuses the API key or "
-                                   "does not serve the model (0: never)."),
+    stop_after: int = typer.Option(20, help="After N images in a row fail because the model server is unreachable, "
+                                   "pause (see --outage-wait); because it refuses the API key or does not serve "
+                                   "the model, stop (exit code 3, finished records kept). 0: never."),
+    outage_wait: float = typer.Option(600.0, help="Seconds a pause for an unreachable server may last (probing it, "
+                                      "then resuming and re-running the images the outage failed) before the run "
+                                      "stops with exit code 3. 0: stop at once."),
     ray: bool = typer.Option(False, "--ray", help="Run on a Ray cluster: one pipeline per actor."),
     ray_address: str = typer.Option("local", help="--ray: 'local' (start one here), 'auto' or a cluster address."),
     num_actors: int = typer.Option(2, help="--ray: actors, each with its own models."),
@@ -172,6 +175,7 @@ def caption(
     from .io import (FetchConfig, FingerprintMismatch, JournalError, SinkError, SourceOptions, SourceSpecError,
                      open_sink, open_source)
     from .io.lock import LOCK_NAME, OutputLock, OutputLocked
+    from .outage import OutagePolicy
     from .pricing import Prices
     from .run import CaptionJob, parse_shard
 
@@ -203,7 +207,8 @@ def caption(
                          retry_failed=retry_failed, allow_mixed_fingerprints=allow_mixed_fingerprints, limit=limit,
                          shard=parse_shard(shard) if shard else None,
                          filters=build_filters(min_short_edge, complexity, complexity_scorer, settings.max_pixels),
-                         prices=Prices.parse(price), fetch=fetch, source=source, stop_after=stop_after)
+                         prices=Prices.parse(price), fetch=fetch, source=source, stop_after=stop_after,
+                         outage=OutagePolicy(wait=outage_wait))
         output.parent.mkdir(parents=True, exist_ok=True)  # refuse an unwritable output before loading models
     except OutputLocked as exc:
         _fail(str(exc))

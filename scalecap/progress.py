@@ -18,12 +18,15 @@ without a price has no cost (``null``), never a guessed one.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from .pricing import Prices, role_of
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class Usage:
@@ -83,6 +86,10 @@ class JobProgress:
     def result(self, record: Any) -> None: ...
 
     def finish(self) -> None: ...
+
+    def notice(self, line: str) -> None:
+        """One line the person running the job must see (a pause for a server outage, its end)."""
+        log.warning("%s", line)
 
 
 class RichProgress(JobProgress):
@@ -144,6 +151,11 @@ class RichProgress(JobProgress):
             info += f"  rejected {self.counts['rejected']}"
         info += f"  skipped {self.done_before}  tokens {self.tokens:,}"
         self.progress.update(self.task, info=info)
+
+    def notice(self, line: str) -> None:
+        from rich.markup import escape
+
+        self.progress.console.print(f"[bold yellow]{escape(line)}[/]")
 
     def finish(self) -> None:
         if self.task is not None:

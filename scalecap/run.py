@@ -38,9 +38,7 @@ from typing import Any
 
 from . import __version__
 from ._sync import run_sync
-from .admission import admission_for
 from .breaker import DEFAULT_THRESHOLD, Breaker
-from .engine import Engine
 from .filters import FilterSet, Probe, Rejection
 from .images import DEFAULT_MAX_PIXELS, ImageError, ImageItem
 from .io.fetch import FetchConfig
@@ -54,6 +52,7 @@ from .io.journal import (
 from .io.lock import OutputLock
 from .io.sinks import Sink, SinkError, SinkItemError, open_sink
 from .io.sources import IMAGE_SUFFIXES, FailLoader, Source, SourceOptions, local_path, open_source
+from .outage import OutagePolicy, ServerRun, server_check
 from .pricing import Prices
 from .progress import JobProgress, Usage
 from .records import CaptionResult, error_line, escape_surrogates, has_surrogates, serialisable
@@ -86,8 +85,11 @@ class CaptionJob:
     fetch: FetchConfig = field(default_factory=FetchConfig)
     #: Use this source instead of opening ``inputs`` (Python API: any ``Source``).
     source: Source | None = None
-    #: Stop after this many images in a row fail because of the model server (0: never; ``Breaker``).
+    #: Act after this many images in a row fail because of the model server (0: never; ``Breaker``):
+    #: pause through an outage (``outage``), stop on a refused key or a missing model.
     stop_after: int = DEFAULT_THRESHOLD
+    #: How long a pause waits for an unreachable server, and how it probes (``scalecap.outage``).
+    outage: OutagePolicy = field(default_factory=OutagePolicy)
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -120,6 +122,7 @@ class JobSummary:
     output_usage: Usage = field(default_factory=Usage)
     summary_path: Path | None = None
     stopped: str | None = None  # why the circuit breaker stopped the run (exit code 3)
+    pauses: list[dict] = field(default_factory=list)  # outages paused through (``ServerRun.pauses``)
 
     @property
     def processed(self) -> int:
@@ -366,15 +369,16 @@ def _run_locked(captioner: Any, job: CaptionJob, source: Source, sink: Sink, sum
             inflight[item.id] = item
             yield item
 
-    breaker = Breaker(job.stop_after)
+    server = ServerRun(worker, job.concurrency, Breaker(job.stop_after), job.outage,
+                       server_check(captioner), notice=progress.notice)
 
     async def main() -> None:
-        admission = admission_for(captioner, job.concurrency)
-        results = Engine(worker, admission.max_images, admission.admit).run(pending())
+        results = server.run(pending())
         try:
             await consume(results)
         finally:
             await results.aclose()  # a stop: cancel what is in flight (no record: the next run does it)
+            summary.stopped, summary.pauses = server.stopped, server.pauses
 
     async def consume(results) -> None:
         async for result in results:
@@ -386,9 +390,6 @@ def _run_locked(captioner: Any, job: CaptionJob, source: Source, sink: Sink, sum
             progress.result(result)
             if on_result:
                 on_result(result)
-            summary.stopped = breaker.observe(result)
-            if summary.stopped:
-                return
 
     try:
         run_sync(main())
@@ -463,6 +464,7 @@ def summary_dict(summary: JobSummary, job: CaptionJob | None, sink_info: dict[st
             "by_status": {k: v for k, v in sorted(summary.output_counts.items()) if v > 0},
             "usage": summary.output_usage.report(job.prices if job else None),
         },
+        "pauses": summary.pauses,
         "stopped": summary.stopped,
         "exit_code": summary.exit_code,
     }

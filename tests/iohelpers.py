@@ -102,3 +102,56 @@ class FakeFactory:
 
     def __call__(self) -> FakeCaptioner:
         return FakeCaptioner(self.fid, self.fail_ids)
+
+
+class FileServer:
+    """A fake model server whose state lives in a file, so that Ray actors and the test share it:
+    ``up``, ``auth`` (refuses the key) or ``down N`` (refuses connections; the N-th probe finds it
+    back up). ``check`` is the probe a pausing run calls."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def state(self) -> list[str]:
+        return Path(self.path).read_text().split()
+
+    async def check(self) -> None:
+        from scalecap.backends.base import BackendError
+
+        state = self.state()
+        if state[0] == "down":
+            left = int(state[1]) - 1
+            Path(self.path).write_text("up" if left <= 0 else f"down {left}")
+            if left > 0:
+                raise BackendError("GET /v1/models to fake failed: connection refused", "backend_unreachable")
+        elif state[0] == "auth":
+            raise BackendError("GET /v1/models to fake failed: HTTP 401", "backend_auth")
+
+
+class FileServerCaptioner(FakeCaptioner):
+    """A FakeCaptioner on a ``FileServer``: captions while it is up, else fails as a client of a dead
+    server (``backend_unreachable``) or with a refused key (``backend_auth``) would."""
+
+    def __init__(self, fid: str, path: Path) -> None:
+        super().__init__(fid)
+        self.server = FileServer(path)
+        self.backends = {"captioner": self.server}
+
+    async def caption_item(self, item) -> CaptionResult:
+        state = self.server.state()[0]
+        if state == "up":
+            return await super().caption_item(item)
+        self.calls.append(item.id)
+        return CaptionResult(id=item.id, source=item.source, status="failed", fingerprint=self.fingerprint,
+                             error_kind="backend_unreachable" if state == "down" else "backend_auth",
+                             error="POST /v1/chat/completions to fake failed after 7 attempt(s)")
+
+
+class FileServerFactory:
+    """A picklable factory of FileServerCaptioner (for Ray actors)."""
+
+    def __init__(self, fid: str, path: Path) -> None:
+        self.fid, self.path = fid, str(path)
+
+    def __call__(self) -> FileServerCaptioner:
+        return FileServerCaptioner(self.fid, Path(self.path))

@@ -20,8 +20,10 @@ class BackendError(RuntimeError):
     """A model call failed in a way the caller should record (per image), not crash on.
 
     ``kind`` (the record's ``error_kind`` when set) names failures that are the server's, not the
-    image's: ``backend_unreachable``, ``backend_auth``, ``backend_not_found``. A run stops when
-    many items in a row fail with one of them (``scalecap.run.Breaker``).
+    image's: ``backend_unreachable``, ``backend_auth``, ``backend_not_found``. When many items in
+    a row fail with one of them (``scalecap.breaker.Breaker``) a run pauses through an outage or
+    stops (``scalecap.outage``). Backends that talk to a server also have ``async check()``, one
+    probe of whether it answers now, which the pause uses (optional: not part of ``Backend``).
     """
 
     kind: str | None = None

@@ -46,12 +46,18 @@ class RetryPolicy:
     timeout: float = 300.0
 
 
+#: Statuses that, after every retry, mean the server is not there: a gateway with nothing behind it
+#: (502) or a server that says it is unavailable (503). They count as ``backend_unreachable``.
+DOWN_STATUS = frozenset({502, 503})
+
+
 class HTTPStatusError(BackendError):
     """A request answered with an HTTP error status that is not retried (or ran out of retries)."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message, "backend_auth" if status in (401, 403)
-                         else "backend_not_found" if status == 404 else None)
+                         else "backend_not_found" if status == 404
+                         else "backend_unreachable" if status in DOWN_STATUS else None)
         self.status = status
 
 
@@ -90,9 +96,11 @@ class JSONClient:
         return self._session, self._sem
 
     async def call(self, method: str, url: str, body: Any = None, *, raw_body: bytes | None = None,
-                   retry: bool = True) -> Any:
-        """One JSON request with retries; returns the parsed JSON reply."""
+                   retry: bool = True, timeout: float | None = None) -> Any:
+        """One JSON request with retries; returns the parsed JSON reply. ``timeout`` (seconds) replaces
+        the policy's for this request (a health probe must not wait minutes on a silent server)."""
         session, sem = self._state()
+        extra = {"timeout": aiohttp.ClientTimeout(total=timeout, connect=timeout)} if timeout is not None else {}
         data = raw_body if raw_body is not None else (None if body is None else json.dumps(body).encode())
         attempts = self.policy.max_retries + 1 if retry else 1
         what = f"{method} {urlsplit(url).path}"
@@ -107,7 +115,7 @@ class JSONClient:
                         self.requests += 1
                         self.outstanding += 1
                         try:
-                            async with session.request(method, url, data=data) as resp:
+                            async with session.request(method, url, data=data, **extra) as resp:
                                 payload = await resp.read()
                                 status, headers = resp.status, resp.headers
                         finally:
@@ -181,4 +189,4 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-__all__ = ["HTTPStatusError", "JSONClient", "RETRY_STATUS", "RetryPolicy"]
+__all__ = ["DOWN_STATUS", "HTTPStatusError", "JSONClient", "RETRY_STATUS", "RetryPolicy"]

@@ -66,6 +66,8 @@ OPEN_SERVERS = ("vllm", "sglang")
 #: The token estimate where no tokenizer endpoint exists (English averages ~4 chars/token; 3 errs
 #: on the side of counting too many, which only makes the context guard chunk earlier).
 CHARS_PER_TOKEN = 3
+#: Seconds a health check (``check``) waits for the server's model listing.
+CHECK_TIMEOUT = 10.0
 
 
 class _Secret:
@@ -167,6 +169,23 @@ class OpenAIBackend:
                 if self._caps is None:
                     self._caps = await self._probe()
         return self._caps
+
+    async def check(self) -> None:
+        """Does the server answer now? One ``GET /v1/models``, no retries, a short timeout: the probe a
+        run pauses with through an outage (``scalecap.outage``). Raises BackendError with its kind:
+        ``backend_unreachable``, ``backend_auth``, or ``backend_not_found`` when the server lists
+        models and ours is no longer among them. A server without a listing (404) answers."""
+        try:
+            listing = await self._http.call("GET", self._v1 + "/models", retry=False,
+                                            timeout=min(CHECK_TIMEOUT, self.config.timeout))
+        except HTTPStatusError as exc:
+            if exc.status == 404:
+                return
+            raise
+        models = {m.get("id") for m in (listing.get("data") or []) if isinstance(m, dict)} \
+            if isinstance(listing, dict) else set()
+        if models and self.model not in models:
+            raise BackendError(f"model {self.model!r} is no longer served at {self.api_base}", "backend_not_found")
 
     async def generate(self, prompt: ChatPrompt, params: GenerationParams) -> Generation:
         caps = await self.probe()

@@ -27,6 +27,13 @@ Only files named like this runner's shards (``OWN_SHARD``) are read, tidied or d
 ``--overwrite`` removes only those and the summary: anything else in the folder is left alone. One
 run per folder at a time: the driver holds ``OUTDIR/.scalecap.lock`` (``scalecap.io.lock``).
 
+The circuit breaker (``scalecap.breaker``) works at two levels. Each actor runs its batches through
+``ServerRun`` with one breaker for its life: it pauses through an outage of its model server and
+re-runs the images the outage failed, and it stops (no more images, its later batches come back
+empty) on a refused key, a missing model or an outage outlasting the pause. The driver stops the
+run (exit code 3) when an actor reports a stop, or when its own breaker, fed every record, trips;
+it keeps every record reported so far. Pauses are reported when the batch that paused comes back.
+
 Paths in rows must be readable from every node (a shared filesystem), and so must ``output_dir``.
 """
 
@@ -45,14 +52,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..admission import admission_for
-from ..engine import Engine
+from ..breaker import DEFAULT_THRESHOLD, Breaker
 from ..filters import FilterSet
 from ..images import ImageItem
 from ..io.fetch import FetchConfig, UrlLoader
 from ..io.lock import LOCK_NAME, OutputLock
 from ..io.journal import FingerprintMismatch, atomic_write_bytes, fsync_dir, iter_lines
 from ..io.sources import FailLoader, FileLoader
+from ..outage import OutagePolicy, ServerRun, server_check
 from ..pricing import Prices
 from ..progress import JobProgress
 from ..records import CaptionResult, serialisable
@@ -177,7 +184,8 @@ class _CaptionActor:
 
     def __init__(self, factory: Callable[[], Any], output_dir: str, run_tag: str, filters: FilterSet | None,
                  concurrency: int | None, known_fingerprints: list, allow_mixed: bool, fetch: FetchConfig,
-                 done_ref: list | None = None) -> None:
+                 done_ref: list | None = None, stop_after: int = DEFAULT_THRESHOLD,
+                 outage: OutagePolicy | None = None) -> None:
         import ray
 
         # Ids already in the output are dropped here rather than by a ds.filter stage: a separate
@@ -188,6 +196,9 @@ class _CaptionActor:
         self.output_dir = Path(output_dir)
         self.run_tag, self.concurrency, self.fetch = run_tag, concurrency, fetch
         self.loop = asyncio.new_event_loop()
+        self.breaker, self.outage = Breaker(stop_after), outage or OutagePolicy()
+        self.check = server_check(self.captioner)
+        self.stopped: str | None = None  # once set, this actor takes no more images
         fp = fingerprint_id(self.captioner)
         others = [k for k in known_fingerprints if k != fp]
         self.mismatch = None
@@ -197,24 +208,39 @@ class _CaptionActor:
                              "folder, or pass --allow-mixed-fingerprints.")
 
     def __call__(self, batch):
-        import pyarrow as pa
-
         if self.mismatch:
             raise FingerprintMismatch(self.mismatch)
         items = [row_to_item(r, self.fetch) for r in batch.to_pylist() if str(r["id"]) not in self.done]
-        if not items:
-            return pa.Table.from_pylist([], schema=pa.schema([("id", pa.string()), ("shard", pa.string()),
-                                                               ("record", pa.string())]))
+        if not items or self.stopped:  # a stopped actor leaves its images to the next run (no record)
+            return _table([], None, self.stopped, [])
+        server = ServerRun(self.worker, self.concurrency, self.breaker, self.outage, self.check)
 
         async def collect() -> list[CaptionResult]:
-            admission = admission_for(self.captioner, self.concurrency)
-            return [r async for r in Engine(self.worker, admission.max_images, admission.admit).run(items)]
+            return [r async for r in server.run(items)]
 
         results = sorted((serialisable(r) for r in self.loop.run_until_complete(collect())), key=lambda r: r.id)
-        name = _shard_name(self.run_tag, [r.id for r in results])
-        payload = "".join(r.to_json() + "\n" for r in results).encode("utf-8")
-        atomic_write_bytes(self.output_dir / name, payload)
-        return pa.Table.from_pylist([{"id": r.id, "shard": name, "record": r.to_json()} for r in results])
+        self.stopped = server.stopped
+        name = None
+        if results:
+            name = _shard_name(self.run_tag, [r.id for r in results])
+            payload = "".join(r.to_json() + "\n" for r in results).encode("utf-8")
+            atomic_write_bytes(self.output_dir / name, payload)
+        return _table(results, name, self.stopped, server.pauses)
+
+
+def _table(results: list[CaptionResult], shard: str | None, stopped: str | None, pauses: list[dict]):
+    """An actor's answer: one row per record (id, shard, record); the first row (or a row with no
+    record, when there are none) also says whether the actor stopped and how it paused."""
+    import pyarrow as pa
+
+    schema = pa.schema([("id", pa.string()), ("shard", pa.string()), ("record", pa.string()),
+                        ("stopped", pa.string()), ("pauses", pa.string())])
+    rows = [{"id": r.id, "shard": shard, "record": r.to_json(), "stopped": None, "pauses": None} for r in results]
+    if stopped or pauses:
+        if not rows:
+            rows.append({"id": None, "shard": None, "record": None, "stopped": None, "pauses": None})
+        rows[0].update(stopped=stopped, pauses=json.dumps(pauses) if pauses else None)
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 class _StreamingActor(_CaptionActor):
@@ -230,13 +256,15 @@ def caption_ray_dataset(ds, scalecap_factory: Callable[[], Any], output_dir: str
                         filters: FilterSet | None = None, retry_failed: bool = True, resume: bool = True,
                         allow_mixed_fingerprints: bool = False, prices: Prices | None = None,
                         fetch: FetchConfig | None = None, progress: JobProgress | None = None,
-                        on_result: Callable[[CaptionResult], None] | None = None) -> JobSummary:
+                        on_result: Callable[[CaptionResult], None] | None = None,
+                        stop_after: int = DEFAULT_THRESHOLD, outage: OutagePolicy | None = None) -> JobSummary:
     """Caption the rows of a ``ray.data.Dataset`` (``id`` + ``image`` bytes / ``path`` / ``url``,
     optional ``source`` and ``meta``) with one ScaleCap per actor; JSONL shards into ``output_dir``.
 
     ``scalecap_factory`` is called once in each actor (it must pickle: a ``ScaleCapFactory`` or a
     module-level function). Ray must be initialised by the caller. Ids already done in
-    ``output_dir`` are skipped (the actors drop them before captioning).
+    ``output_dir`` are skipped (the actors drop them before captioning). ``stop_after`` and
+    ``outage`` are the circuit breaker's (see the module docstring).
     """
     out = _output_folder(output_dir)
     with OutputLock(out / LOCK_NAME, out):
@@ -247,7 +275,8 @@ def caption_ray_dataset(ds, scalecap_factory: Callable[[], Any], output_dir: str
         return _caption(ds, scalecap_factory, out, state, summary, num_actors=num_actors,
                         num_cpus_per_actor=num_cpus_per_actor, concurrency=concurrency, batch_size=batch_size,
                         filters=filters, allow_mixed=allow_mixed_fingerprints, prices=prices, fetch=fetch,
-                        progress=progress or JobProgress(), on_result=on_result, job=None)
+                        progress=progress or JobProgress(), on_result=on_result, job=None,
+                        stop_after=stop_after, outage=outage)
 
 
 def run_ray_job(scalecap_factory: Callable[[], Any], job, *, num_actors: int = 2, num_cpus_per_actor: float = 1.0,
@@ -304,12 +333,11 @@ def _run_locked(scalecap_factory, job, out: Path, *, num_actors: int, num_cpus_p
             yield rows
         summary.source_errors = [str(e) for e in source.errors]  # before the summary file is written
 
-    summary = _caption_stream(batches(), scalecap_factory, out, state, summary, num_actors=num_actors,
-                              num_cpus_per_actor=num_cpus_per_actor, concurrency=job.concurrency,
-                              filters=job.filters, allow_mixed=job.allow_mixed_fingerprints, prices=job.prices,
-                              fetch=job.fetch, progress=progress, on_result=on_result, job=job,
-                              batch_size=batch_size)
-    return summary
+    return _caption_stream(batches(), scalecap_factory, out, state, summary, num_actors=num_actors,
+                           num_cpus_per_actor=num_cpus_per_actor, concurrency=job.concurrency,
+                           batch_size=batch_size, filters=job.filters, allow_mixed=job.allow_mixed_fingerprints,
+                           prices=job.prices, fetch=job.fetch, progress=progress, on_result=on_result, job=job,
+                           stop_after=job.stop_after, outage=job.outage)
 
 
 def _output_folder(output_dir: str | Path) -> Path:
@@ -330,26 +358,35 @@ def _prepare(out: Path, resume: bool) -> None:
 
 class _RunShards:
     """One run's bookkeeping on the driver, shared by the Ray Data and the streaming paths: the run
-    tag that names its shards, the records the actors report, and the summary written at the end."""
+    tag that names its shards, the records the actors report (with their stops and pauses), the
+    driver's own breaker, and the summary written at the end."""
 
     def __init__(self, out: Path, state: ShardStoreState, summary: JobSummary, progress: JobProgress,
-                 on_result) -> None:
+                 on_result, stop_after: int) -> None:
         self.out, self.state, self.summary, self.progress, self.on_result = out, state, summary, progress, on_result
         summary.output_counts.update(state.counts)
         self.run_tag = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self.known = [k for k, n in state.fingerprints.items() if n > 0]
         self.reported: set[str] = set()
+        self.breaker = Breaker(stop_after)
+        self.tripped: str | None = None
         self.t0 = time.perf_counter()
 
     def take(self, table) -> None:
         """Count the records of one batch an actor returned (its shard is already committed)."""
         for row in table.to_pylist():
+            _actor_news(row, self.summary, self.progress)
+            if row["record"] is None:
+                continue
             record = CaptionResult.from_json(row["record"])
             self.reported.add(row["shard"])
             count_result(self.summary, record)
             self.progress.result(record)
             if self.on_result:
                 self.on_result(record)
+            self.tripped = self.tripped or self.breaker.observe(record)
+        if self.tripped:  # the whole batch is counted: its shard is kept, whole
+            self.summary.stopped = self.summary.stopped or self.tripped
 
     def finish(self, job, prices: Prices | None, info: dict[str, Any]) -> JobSummary:
         """Delete this run's shards no task reported, then write ``summary.json``."""
@@ -378,24 +415,34 @@ def _reraise(exc: BaseException) -> None:
 
 
 def _caption(ds, factory, out: Path, state: ShardStoreState, summary: JobSummary, *, num_actors: int,
-             num_cpus_per_actor: float, concurrency: int, batch_size: int, filters: FilterSet | None,
+             num_cpus_per_actor: float, concurrency: int | None, batch_size: int, filters: FilterSet | None,
              allow_mixed: bool, prices: Prices | None, fetch: FetchConfig | None,
-             progress: JobProgress, on_result, job) -> JobSummary:
+             progress: JobProgress, on_result, job, stop_after: int = DEFAULT_THRESHOLD,
+             outage: OutagePolicy | None = None) -> JobSummary:
     """A user's ``ray.data.Dataset`` through ``map_batches`` over an actor pool (Ray Data streams it)."""
     import ray
     import ray.data as rd
 
-    run = _RunShards(out, state, summary, progress, on_result)
+    run = _RunShards(out, state, summary, progress, on_result, stop_after)
     try:
         if ds is not None:
             done_ref = [ray.put(frozenset(state.done))] if (state.done and job is None) else None
             mapped = ds.map_batches(
                 _CaptionActor, batch_size=batch_size, batch_format="pyarrow",
                 fn_constructor_args=(factory, str(out), run.run_tag, filters, concurrency, run.known, allow_mixed,
-                                     fetch or FetchConfig(), done_ref),
+                                     fetch or FetchConfig(), done_ref, stop_after, outage),
                 compute=rd.ActorPoolStrategy(size=num_actors), num_cpus=num_cpus_per_actor)
-            for batch in mapped.iter_batches(batch_format="pyarrow", batch_size=None):
+            # An actor that stops says so and answers its later batches at once with no records; the
+            # driver drains them (batches come back in any order: one with records may follow), and
+            # breaks off only when its own breaker trips.
+            batches = iter(mapped.iter_batches(batch_format="pyarrow", batch_size=None))
+            for batch in batches:
                 run.take(batch)
+                if run.tripped:
+                    close = getattr(batches, "close", None)
+                    if close is not None:
+                        close()
+                    break
     except Exception as exc:  # noqa: BLE001 - re-raised, unwrapped
         _reraise(exc)
     finally:
@@ -409,19 +456,23 @@ QUEUED_PER_ACTOR = 1
 
 
 def _caption_stream(batches: Iterator[list[dict[str, Any]]], factory, out: Path, state: ShardStoreState,
-                    summary: JobSummary, *, num_actors: int, num_cpus_per_actor: float, concurrency: int,
+                    summary: JobSummary, *, num_actors: int, num_cpus_per_actor: float, concurrency: int | None,
                     batch_size: int, filters: FilterSet | None, allow_mixed: bool, prices: Prices | None,
-                    fetch: FetchConfig | None, progress: JobProgress, on_result, job) -> JobSummary:
+                    fetch: FetchConfig | None, progress: JobProgress, on_result, job,
+                    stop_after: int = DEFAULT_THRESHOLD, outage: OutagePolicy | None = None) -> JobSummary:
     """Batches read on the driver as the actors free up: a bounded queue, not the whole dataset.
 
     At most ``num_actors * (1 + QUEUED_PER_ACTOR)`` batches (their image bytes included) exist at
     once; the source is read only as results come back, so memory does not grow with the dataset.
-    A dead actor is restarted by Ray and its batch retried (same ids, so the same shard name).
+    A dead actor is restarted by Ray and its batch retried (same ids, so the same shard name). Once
+    an actor or the driver's breaker stops the run, no further batch is read: the ones out are
+    drained (an actor's own stop), or dropped when the driver's breaker trips (no record: the next
+    run does them).
     """
     import pyarrow as pa
     import ray
 
-    run = _RunShards(out, state, summary, progress, on_result)
+    run = _RunShards(out, state, summary, progress, on_result, stop_after)
     actor_cls = ray.remote(num_cpus=num_cpus_per_actor, max_restarts=-1, max_task_retries=-1)(_StreamingActor)
     actors: list[Any] = []
     pending: dict[Any, int] = {}  # object ref of a batch's result -> index of its actor
@@ -429,18 +480,19 @@ def _caption_stream(batches: Iterator[list[dict[str, Any]]], factory, out: Path,
     exhausted = False
     try:
         while True:
-            while not exhausted and len(pending) < num_actors * (1 + QUEUED_PER_ACTOR):
+            while not (exhausted or summary.stopped) and len(pending) < num_actors * (1 + QUEUED_PER_ACTOR):
                 rows = next(batches, None)
                 if rows is None:
                     exhausted = True
                     break
                 if not actors:  # started on the first batch: a run with nothing to do loads no models
                     actors = [actor_cls.remote(factory, str(out), run.run_tag, filters, concurrency, run.known,
-                                               allow_mixed, fetch or FetchConfig(), None) for _ in range(num_actors)]
+                                               allow_mixed, fetch or FetchConfig(), None, stop_after, outage)
+                              for _ in range(num_actors)]
                 i = min(range(num_actors), key=lambda k: load[k])
                 load[i] += 1
                 pending[actors[i].caption.remote(pa.Table.from_pylist(rows))] = i
-            if not pending:
+            if not pending or run.tripped:
                 break
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
@@ -453,6 +505,17 @@ def _caption_stream(batches: Iterator[list[dict[str, Any]]], factory, out: Path,
         for actor in actors:
             ray.kill(actor)
     return run.finish(job, prices, {"num_actors": num_actors, "batch_size": batch_size, "streamed": True})
+
+
+def _actor_news(row: dict[str, Any], summary: JobSummary, progress: JobProgress) -> None:
+    """An actor's stop and pauses, reported on the first row of its batch."""
+    if row.get("pauses"):
+        for pause in json.loads(row["pauses"]):
+            summary.pauses.append(pause)
+            progress.notice(f"an actor paused {pause['seconds']:.1f}s for an unreachable model server "
+                            f"({pause['probes']} probes), then {pause['outcome']}")
+    if row.get("stopped") and not summary.stopped:
+        summary.stopped = row["stopped"]
 
 
 def _mismatch_message(exc: BaseException) -> str | None:

@@ -149,3 +149,28 @@ def test_the_driver_streams_batches_instead_of_holding_the_dataset(ray_local, tm
     assert sorted(r.id for r in read_records(tmp_path / "o")) == [f"s{i:03d}" for i in range(40)]
     data = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert data["sink"]["streamed"] is True and data["run"]["ok"] == 40
+
+
+def test_ray_actors_pause_through_an_outage_and_stop_on_a_refused_key(ray_local, tmp_path):
+    from scalecap.distributed import caption_ray_dataset
+    from scalecap.outage import OutagePolicy
+
+    rows = [{"id": f"r{i}", "image": iohelpers.png_bytes(10 + i, 10)} for i in range(6)]
+    state = tmp_path / "server-state"
+    state.write_text("down 3")  # down from the start; the third probe finds it back
+    fast = OutagePolicy(wait=60.0, first_probe=0.01, max_probe_interval=0.02)
+
+    def run(out):
+        return caption_ray_dataset(ray.data.from_items(rows), iohelpers.FileServerFactory("fp-S", state), out,
+                                   num_actors=1, num_cpus_per_actor=0.5, batch_size=3, stop_after=2, outage=fast)
+
+    s = run(tmp_path / "outage")
+    assert (s.ok, s.failed, s.stopped, s.exit_code) == (6, 0, None, 0), (s.pauses, s.failures)
+    assert [p["outcome"] for p in s.pauses] == ["resumed"] and s.pauses[0]["rerun"] >= 2
+    assert sorted(r.id for r in read_records(tmp_path / "outage")) == [f"r{i}" for i in range(6)]
+
+    state.write_text("auth")
+    s = run(tmp_path / "key")
+    assert s.stopped and "2 images in a row failed with backend_auth" in s.stopped
+    assert (s.ok, s.exit_code, s.pauses) == (0, 3, [])
+    assert s.failed == 2 and len(list(read_records(tmp_path / "key"))) == 2  # the other 4: no record

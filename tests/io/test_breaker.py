@@ -1,5 +1,6 @@
-"""The circuit breaker: a dead server, a refused key or a missing model stops the run after N
-images in a row (exit code 3, finished records kept) instead of failing the whole dataset."""
+"""The circuit breaker: after N images in a row fail because of the server, an outage is paused
+through (probe, resume, re-run what it failed) and a refused key or a missing model stops the run
+(exit code 3, finished records kept), instead of failing the whole dataset."""
 
 from __future__ import annotations
 
@@ -14,8 +15,60 @@ from iohelpers import FakeCaptioner, png_bytes, read_jsonl
 from scalecap.backends.base import BackendError
 from scalecap.backends.http_client import JSONClient, RetryPolicy
 from scalecap.breaker import Breaker
+from scalecap.outage import OutagePolicy
+from scalecap.progress import JobProgress
 from scalecap.records import CaptionResult
 from scalecap.run import CaptionJob, run_job
+
+FAST = OutagePolicy(wait=30.0, first_probe=0.01, max_probe_interval=0.02)
+
+
+class _Server:
+    """The state of a fake model server that the fake captioner and its probe share."""
+
+    def __init__(self, up_after_probes: int | None = None) -> None:
+        self.state = "up"  # "up" | "down" (refuses connections) | "auth" (refuses the key)
+        self.probes = 0
+        self.up_after_probes = up_after_probes  # a down server is back at this probe (None: never)
+
+    async def check(self) -> None:
+        self.probes += 1
+        if self.state == "down" and self.up_after_probes is not None and self.probes >= self.up_after_probes:
+            self.state = "up"
+        if self.state == "down":
+            raise BackendError("GET /v1/models to fake failed: connection refused", "backend_unreachable")
+        if self.state == "auth":
+            raise BackendError("GET /v1/models to fake failed: HTTP 401: bad key", "backend_auth")
+
+
+class _OnServer(FakeCaptioner):
+    """Captions while its server is up; the server turns ``then`` after ``healthy`` images."""
+
+    def __init__(self, server: _Server, healthy: int, then: str = "down") -> None:
+        super().__init__()
+        self.server, self.healthy, self.then = server, healthy, then
+        self.failures = 0
+        self.backends = {"captioner": server, "scorer": server}  # one server: probed once per probe
+
+    async def caption_item(self, item):
+        if len(self.calls) == self.healthy:
+            self.server.state = self.then
+        if self.server.state == "up":
+            return await super().caption_item(item)
+        self.calls.append(item.id)
+        self.failures += 1
+        kind = "backend_unreachable" if self.server.state == "down" else "backend_auth"
+        return CaptionResult(id=item.id, source=item.source, status="failed", error_kind=kind,
+                             error="POST /v1/chat/completions to fake failed after 7 attempt(s)",
+                             fingerprint=self.fingerprint)
+
+
+class _Notices(JobProgress):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def notice(self, line: str) -> None:
+        self.lines.append(line)
 
 
 class _ServerDies(FakeCaptioner):
@@ -56,6 +109,87 @@ def test_a_dead_server_stops_the_run_and_the_next_run_finishes(many, tmp_path):
     s = run_job(FakeCaptioner(), CaptionJob(inputs=[str(many)], output=out, concurrency=4, stop_after=5))
     assert (s.skipped, s.retried, s.ok, s.exit_code, s.stopped) == (3, 5, 27, 0, None)
     assert sorted(r["id"] for r in read_jsonl(out)) == [f"img{i:02d}.png" for i in range(30)]
+
+
+def test_an_outage_that_ends_during_the_pause_fails_no_image(many, tmp_path):
+    out, server, notices = tmp_path / "run.jsonl", _Server(up_after_probes=3), _Notices()
+    captioner = _OnServer(server, healthy=5)
+    s = run_job(captioner, CaptionJob(inputs=[str(many)], output=out, concurrency=3, stop_after=4, outage=FAST),
+                progress=notices)
+    assert (s.ok, s.failed, s.stopped, s.exit_code) == (30, 0, None, 0)
+    assert server.probes == 3  # down, down, up
+    assert len(notices.lines) == 2, notices.lines
+    assert notices.lines[0].startswith("paused: 4 images in a row failed with backend_unreachable")
+    assert notices.lines[1].startswith("resumed after") and "re-running the 4 images" in notices.lines[1]
+    assert [(p["outcome"], p["probes"], p["rerun"]) for p in s.pauses] == [("resumed", 3, 4)]
+    records = read_jsonl(out)
+    assert sorted(r["id"] for r in records) == [f"img{i:02d}.png" for i in range(30)]  # one record each
+    assert all(r["status"] == "ok" for r in records)
+    # every image the outage failed (the 4 of the streak, and those in flight when it paused) ran again
+    assert captioner.failures >= 4 and len(captioner.calls) == 30 + captioner.failures
+    summary = json.loads((tmp_path / "run.summary.json").read_text())
+    assert summary["pauses"][0]["outcome"] == "resumed" and summary["exit_code"] == 0
+
+
+def test_an_outage_at_the_end_of_the_input_is_waited_out_too(many, tmp_path):
+    """The engine has taken the last image before the breaker trips (and one image of the outage
+    fails alone, below the threshold): what the outage failed still runs again."""
+    out, server = tmp_path / "run.jsonl", _Server(up_after_probes=2)
+    captioner = _OnServer(server, healthy=28)
+    s = run_job(captioner, CaptionJob(inputs=[str(many)], output=out, concurrency=4, stop_after=2, outage=FAST))
+    assert (s.ok, s.failed, s.stopped, s.exit_code) == (30, 0, None, 0)
+    assert captioner.failures == 2 and len(captioner.calls) == 32
+    assert [p["outcome"] for p in s.pauses] == ["resumed"]
+    assert all(r["status"] == "ok" for r in read_jsonl(out)) and len(read_jsonl(out)) == 30
+
+
+def test_one_failure_below_the_threshold_at_the_end_is_re_run_after_a_probe(many, tmp_path):
+    out, server = tmp_path / "run.jsonl", _Server(up_after_probes=1)
+    captioner = _OnServer(server, healthy=29)
+    s = run_job(captioner, CaptionJob(inputs=[str(many)], output=out, concurrency=1, stop_after=5, outage=FAST))
+    assert (s.ok, s.failed, s.exit_code, server.probes, s.pauses) == (30, 0, 0, 1, [])  # up at once: no pause
+
+
+def test_an_outage_longer_than_the_pause_stops_cleanly_and_the_next_run_finishes(many, tmp_path):
+    out, server, notices = tmp_path / "run.jsonl", _Server(), _Notices()
+    policy = OutagePolicy(wait=0.05, first_probe=0.01, max_probe_interval=0.01)
+    s = run_job(_OnServer(server, healthy=5), CaptionJob(inputs=[str(many)], output=out, concurrency=1,
+                                                         stop_after=4, outage=policy), progress=notices)
+    assert s.stopped and s.stopped.startswith("stopped: the model server was still unreachable after")
+    assert (s.ok, s.failed, s.exit_code) == (5, 4, 3)  # the 4 held images are recorded as failed
+    assert server.probes >= 2 and [p["outcome"] for p in s.pauses] == ["stopped"]
+    assert len(notices.lines) == 1 and notices.lines[0].startswith("paused:")
+    assert len(read_jsonl(out)) == 9  # the other 21 were never attempted
+    s = run_job(FakeCaptioner(), CaptionJob(inputs=[str(many)], output=out, concurrency=4, stop_after=4))
+    assert (s.skipped, s.retried, s.ok, s.exit_code) == (5, 4, 25, 0)
+
+
+def test_a_refused_key_stops_at_the_trip_without_pausing(many, tmp_path):
+    out, server, notices = tmp_path / "run.jsonl", _Server(up_after_probes=1), _Notices()
+    captioner = _OnServer(server, healthy=2, then="auth")
+    s = run_job(captioner, CaptionJob(inputs=[str(many)], output=out, concurrency=1, stop_after=3, outage=FAST),
+                progress=notices)
+    assert s.stopped and "3 images in a row failed with backend_auth" in s.stopped
+    assert (s.ok, s.failed, s.exit_code, len(captioner.calls)) == (2, 3, 3, 5)
+    assert server.probes == 0 and notices.lines == [] and s.pauses == []
+    assert len(read_jsonl(out)) == 5
+
+
+def test_a_probe_refusing_the_key_during_a_pause_stops(many, tmp_path):
+    server = _Server()
+    captioner = _OnServer(server, healthy=1)
+
+    async def check():  # the server comes back, but no longer takes our key
+        server.probes += 1
+        if server.probes >= 2:
+            server.state = "auth"
+        await _Server.check(server)
+
+    captioner.backends = {"captioner": type("B", (), {"check": staticmethod(check)})()}
+    s = run_job(captioner, CaptionJob(inputs=[str(many)], output=tmp_path / "o.jsonl", concurrency=1,
+                                      stop_after=2, outage=FAST))
+    assert s.stopped and s.stopped.startswith("stopped: probing the model server failed with backend_auth")
+    assert (s.ok, s.failed, s.exit_code) == (1, 2, 3)
 
 
 def test_stop_after_zero_never_stops(many, tmp_path):
@@ -110,8 +244,10 @@ def test_the_http_client_names_server_side_failures(closed_port):
 
     try:
         kinds = [asyncio.run(kind_of(u)) for u in (f"http://127.0.0.1:{closed_port}/v1", f"{base}/401",
-                                                    f"{base}/403", f"{base}/404", f"{base}/400")]
+                                                    f"{base}/403", f"{base}/404", f"{base}/400",
+                                                    f"{base}/502", f"{base}/503", f"{base}/500")]
     finally:
         server.shutdown()
         server.server_close()
-    assert kinds == ["backend_unreachable", "backend_auth", "backend_auth", "backend_not_found", None]
+    assert kinds == ["backend_unreachable", "backend_auth", "backend_auth", "backend_not_found", None,
+                     "backend_unreachable", "backend_unreachable", None]  # 502/503 after every retry: down

@@ -162,6 +162,30 @@ class _Running:
         self.httpd.server_close()
 
 
+class Outage:
+    """An outage a fake server or proxy plays: while ``down``, every request's connection is closed
+    unanswered (what a client sees of a server that died mid-request); with ``up_after_probes`` = k,
+    the k-th ``GET /v1/models`` of the outage (the run's probe) ends it."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.up_after_probes: int | None = None
+        self.probes_while_down = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def drops(self, handler: BaseHTTPRequestHandler) -> bool:
+        with self._lock:
+            if self.down and handler.command == "GET" and handler.path == "/v1/models":
+                self.probes_while_down += 1
+                if self.up_after_probes is not None and self.probes_while_down >= self.up_after_probes:
+                    self.down = False
+            if self.down:
+                self.dropped += 1
+                handler.close_connection = True
+            return self.down
+
+
 class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
@@ -232,11 +256,16 @@ class FaultProxy(_Running):
     """A reverse proxy to ``upstream`` that can fail or stall requests.
 
     ``fail_next``: answer the next k POSTs with 500. ``stall``: a predicate on the request body;
-    matching POSTs wait ``stall_seconds`` before being forwarded. Every POST body is recorded.
+    matching POSTs wait ``stall_seconds`` before being forwarded. ``outage``: the server is gone
+    (``Outage``). ``key``: requests without ``Bearer <key>`` get vLLM's ``--api-key`` answer, 401
+    (the session server has no key; the proxy plays one). Every POST body is recorded.
     """
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
+        self.outage = Outage()
+        self.key: str | None = None
+        self.refused = 0
         self.fail_next = 0
         self.stall: Callable[[bytes], bool] | None = None
         self.stall_seconds = 0.0
@@ -253,11 +282,24 @@ class FaultProxy(_Running):
                     return self._send(502, {"error": {"message": f"proxy: {exc}"}})
                 self._send(r.status_code, r.content, r.headers.get("content-type", "application/json"))
 
+            def _refuses(self) -> bool:
+                if proxy.outage.drops(self):
+                    return True
+                if proxy.key is not None and self.headers.get("Authorization") != f"Bearer {proxy.key}":
+                    with proxy.lock:
+                        proxy.refused += 1
+                    self._send(401, {"error": "Unauthorized"})
+                    return True
+                return False
+
             def do_GET(self) -> None:
-                self._forward("GET", None)
+                if not self._refuses():
+                    self._forward("GET", None)
 
             def do_POST(self) -> None:
                 body = self._body()
+                if self._refuses():
+                    return
                 with proxy.lock:
                     proxy.bodies.append(body)
                     fail = proxy.fail_next > 0
@@ -301,7 +343,7 @@ class FakeVLLM(_Running):
     template, None first, as vLLM does). The log-prob of each character is ``logprob(char,
     with_image)``, chosen here so that tests can compute what the backend must parse. ``reply(body)``
     picks a generation's text; ``fail_next`` answers the next k chat requests with 500. Every chat
-    request body is kept in ``bodies``.
+    request body is kept in ``bodies``. ``outage`` plays a dead server (``Outage``).
     """
 
     MODEL = "fake-vlm"
@@ -310,17 +352,23 @@ class FakeVLLM(_Running):
         self.bodies: list[dict] = []
         self.fail_next = 0
         self.reply: Callable[[dict], str] = lambda body: "A red car."
+        self.outage = Outage()
         fake = self
 
         class H(_Handler):
             def do_GET(self) -> None:
+                if fake.outage.drops(self):
+                    return
                 if self.path == "/v1/models":
                     return self._send(200, {"object": "list", "data": [
                         {"id": fake.MODEL, "object": "model", "owned_by": "vllm", "max_model_len": 4096}]})
                 self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self) -> None:
-                body = json.loads(self._body() or b"{}")
+                raw = self._body()
+                if fake.outage.drops(self):
+                    return
+                body = json.loads(raw or b"{}")
                 if self.path == "/tokenize":
                     return self._send(200, {"tokens": [ord(c) for c in body["prompt"]], "count": len(body["prompt"])})
                 if self.path == "/detokenize":

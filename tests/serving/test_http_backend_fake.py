@@ -4,6 +4,7 @@ settings, scoring fields, the image) and what comes back (parsed log-probs, offs
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -142,3 +143,42 @@ async def test_the_pipeline_sends_each_roles_decoding_settings(fake_vllm, sample
         assert s.score is not None and any(abs(s.score - diff(ch)) < 1e-12 for ch in s.text)
         assert s.kept == (s.score > 0.05)
     await sc.aclose()
+
+
+def test_an_outage_mid_run_is_paused_through_and_no_image_fails(fake_vllm, tmp_path):
+    """The whole path on the wire: dropped connections -> ``backend_unreachable`` after the retries ->
+    the breaker trips -> the run pauses, probes ``/v1/models`` until the server is back -> resumes."""
+    from iohelpers import png_bytes
+
+    from scalecap.outage import OutagePolicy
+    from scalecap.progress import JobProgress
+    from scalecap.run import CaptionJob, run_job
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"i{i}.png").write_bytes(png_bytes(16 + i, 16))
+    fake_vllm.reply = lambda body: ("Describe more details about the car.\n" if "structured_outputs" in body
+                                    else "A red car is parked.")
+    fake_vllm.outage.up_after_probes = 3
+    c = cfg(fake_vllm, max_retries=1)
+    sc = ScaleCap(captioner=c, scorer=c, writer=c, budget=1, tau=0.05, tagger="lexicon")
+    lines: list[str] = []
+    progress = JobProgress()
+    progress.notice = lines.append
+
+    def outage_after_two(result):
+        if result.status == "ok" and sum(1 for _ in open(out)) == 2:
+            fake_vllm.outage.down = True
+
+    out = tmp_path / "run.jsonl"
+    s = run_job(sc, CaptionJob(inputs=[str(folder)], output=out, concurrency=2, stop_after=2,
+                               outage=OutagePolicy(wait=60.0, first_probe=0.05, max_probe_interval=0.1)),
+                on_result=outage_after_two, progress=progress)
+    assert fake_vllm.outage.dropped > 0 and fake_vllm.outage.probes_while_down == 3 and not fake_vllm.outage.down
+    assert (s.ok, s.failed, s.stopped, s.exit_code) == (6, 0, None, 0), s.failures
+    # (aiohttp may send a GET again on a dropped keep-alive connection: a probe is 1 or 2 GETs)
+    assert [p["outcome"] for p in s.pauses] == ["resumed"] and s.pauses[0]["probes"] >= 2
+    assert len(lines) == 2 and lines[0].startswith("paused: 2 images in a row failed with backend_unreachable")
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == [f"i{i}.png" for i in range(6)] and all(r["status"] == "ok" for r in records)
