@@ -4,8 +4,9 @@ An image is a chain of requests with waits between them (a caption, its two rati
 instructions, N answers at once, 2N ratings, the summaries, the final caption), so a fixed number
 of images leaves a server idle in some phases and queues it in others. With model servers the
 engine instead admits the next image while every server backend has fewer requests wanting to go
-(``demand``: sent or waiting for a connection) than its ``target`` (``ModelConfig.max_concurrency``),
-up to ``MAX_IMAGES`` images for memory. In-process backends batch what is queued, so a fixed
+(``demand``: sent or waiting for a connection) than its ``target`` (twice its
+``ModelConfig.max_concurrency`` connections: the connections stay busy and a queue as deep waits
+behind them), up to ``MAX_IMAGES`` images for memory. In-process backends batch what is queued, so a fixed
 ``DEFAULT_IMAGES`` is kept for them; ``--concurrency N`` fixes the number of images everywhere.
 """
 
