@@ -261,11 +261,10 @@ def _run_locked(scalecap_factory, job, out: Path, *, num_actors: int, num_cpus_p
                 progress: JobProgress | None, on_result) -> JobSummary:
     import ray.data as rd
 
-    from ..io.sources import SourceOptions, open_source
+    from ..io.sources import open_source
 
     state = open_shard_store(out, job.retry_failed)
-    source = job.source or open_source(job.inputs, job.input_format,
-                                       SourceOptions(job.id_column, job.image_column, job.fetch))
+    source = job.source or open_source(job.inputs, job.input_format, job.source_options())
     summary = JobSummary()
     progress = progress or JobProgress()
     rows: list[dict[str, Any]] = []
