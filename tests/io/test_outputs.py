@@ -261,7 +261,7 @@ def test_parquet_rows_carry_every_record_field():
     from scalecap.io.sinks import JSON_FIELDS, SCALAR_FIELDS
     from scalecap.records import CaptionResult
 
-    assert set(CaptionResult.model_fields) == set(SCALAR_FIELDS) | set(JSON_FIELDS) | {"caption_fallback"}
+    assert set(CaptionResult.model_fields) == set(SCALAR_FIELDS) | set(JSON_FIELDS) | {"caption_fallback", "schema_version"}
 
 
 def test_the_journal_is_fsynced_before_every_sink_commit(small_folder, tmp_path, fake, monkeypatch):
