@@ -30,7 +30,6 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import time
 import uuid
 from collections import Counter
@@ -44,17 +43,16 @@ from ..filters import FilterSet
 from ..images import ImageItem
 from ..io.fetch import FetchConfig, UrlLoader
 from ..io.lock import LOCK_NAME, OutputLock
-from ..io.journal import FingerprintMismatch, atomic_write_bytes, fsync_dir, iter_lines
+from ..io.journal import RAY_SHARD, FingerprintMismatch, atomic_write_bytes, fsync_dir, iter_lines
 from ..io.sources import FailLoader, FileLoader
 from ..pricing import Prices
 from ..progress import JobProgress
 from ..records import CaptionResult, serialisable
 from ..run import JobSummary, Worker, count_result, fingerprint_id, in_scope_items, summary_dict
 
-#: The shards this runner writes: ``part-<YYYYmmddHHMMSS>-<6 hex>-<16 hex>.jsonl`` (run tag, then a
-#: hash of the ids). Only files with such names are read, tidied or deleted: the name is the
-#: ownership mark, so a foreign ``part-00000.jsonl`` in the folder is never touched.
-OWN_SHARD = re.compile(r"^part-\d{14}-[0-9a-f]{6}-[0-9a-f]{16}\.jsonl$")
+#: The shards this runner writes (``scalecap.io.journal.RAY_SHARD``, where ``read_records`` reads
+#: them too): only files with such names are read, tidied or deleted.
+OWN_SHARD = RAY_SHARD
 
 
 def own_files(output_dir: Path) -> list[Path]:
