@@ -151,6 +151,9 @@ def read_journal(path: Path, *, retry_failed: bool = True, committed: set[str] |
     size = path.stat().st_size
     last: dict[str, tuple[str, str | None, dict]] = {}  # failed ids only: status, fingerprint, usage
     statuses: dict[str, str] = {}
+    # byte offset of each id's last record: a superseded ok record (followed by a ``sink`` failure)
+    # is rare, so its usage is read back from the file then rather than kept for every id
+    offsets: dict[str, int] = {}
     consumed = 0
     for offset, line, rec in iter_lines(path, repair=True):
         consumed = offset + len(line)
@@ -163,8 +166,13 @@ def read_journal(path: Path, *, retry_failed: bool = True, committed: set[str] |
         prev = statuses.get(rid)
         if prev is not None:
             state.superseded += 1
-            _undo(state, rid, prev, last.pop(rid, None))
+            before = last.pop(rid, None)
+            if before is None:  # an ok/filtered record superseded: read its fingerprint and usage back
+                old = _record_at(path, offsets[rid])
+                before = (prev, (old.get("fingerprint") or {}).get("id"), old.get("usage") or {})
+            _undo(state, rid, prev, before)
         statuses[rid] = status
+        offsets[rid] = offset
         state.counts[status] += 1
         state.fingerprints[fp] += 1
         _add_usage(state.usage, usage, +1)
@@ -182,6 +190,12 @@ def read_journal(path: Path, *, retry_failed: bool = True, committed: set[str] |
         else:
             state.done.add(rid)
     return state
+
+
+def _record_at(path: Path, offset: int) -> dict:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return json.loads(f.readline())
 
 
 def _undo(state: JournalState, rid: str, prev_status: str, prev: tuple | None) -> None:
