@@ -136,6 +136,12 @@ def caption(
     input_format: str = typer.Option("auto", help="auto, files, manifest, parquet, hf, wds or urls."),
     id_column: str = typer.Option("id", help="Manifest/dataset column holding the id."),
     image_column: str = typer.Option("image", help="Manifest/dataset column holding the image (path, URL or bytes)."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Manifests and URL lists: resolve local "
+                                              "image paths relative to DIR (default: the manifest's folder); a path "
+                                              "that resolves outside that folder is refused (path_outside_root)."),
+    allow_paths_outside_root: bool = typer.Option(False, "--allow-paths-outside-root",
+                                                  help="Manifests and URL lists: read local paths anywhere (absolute, "
+                                                       "../, symlinks out), for manifests you trust."),
     shard_size: int = typer.Option(1000, help="Records per Parquet/WebDataset shard."),
     sidecar_policy: str = typer.Option("skip", help="--format sidecar, when IMAGE.txt exists: skip, overwrite or append."),
     caption_field: str = typer.Option("final", "--caption-field", help="--format sidecar/wds: the .txt caption, final or corrected (needs --self-correct; the final caption where a record has no correction)."),
@@ -194,7 +200,10 @@ def caption(
             raise ValueError("--caption-field picks the .txt caption of sidecar and wds outputs, not of --ray output")
         fetch = FetchConfig(max_bytes=int(max_download_mb * 2**20), connect_timeout=download_timeout,
                             read_timeout=download_timeout, allow_private_urls=allow_private_urls)
-        source = open_source(inputs, input_format, SourceOptions(id_column, image_column, fetch))
+        if image_root is not None and not image_root.is_dir():
+            raise ValueError(f"--image-root {image_root}: not a folder")
+        source = open_source(inputs, input_format, SourceOptions(id_column, image_column, fetch, image_root,
+                                                                 allow_paths_outside_root))
         if not ray:  # refuse a bad output before loading any model
             sink = open_sink(output_format, output, shard_size=shard_size, sidecar_policy=sidecar_policy,
                              caption_field=caption_field)
@@ -202,7 +211,9 @@ def caption(
         OutputLock(output / LOCK_NAME if ray else sink.lock_path, output).probe()
         job = CaptionJob(inputs=inputs, output=output, concurrency=concurrency, resume=not overwrite,
                          format=output_format, input_format=input_format, id_column=id_column,
-                         image_column=image_column, shard_size=shard_size, sidecar_policy=sidecar_policy,
+                         image_column=image_column, image_root=image_root,
+                         allow_paths_outside_root=allow_paths_outside_root,
+                         shard_size=shard_size, sidecar_policy=sidecar_policy,
                          caption_field=caption_field,
                          retry_failed=retry_failed, allow_mixed_fingerprints=allow_mixed_fingerprints, limit=limit,
                          shard=parse_shard(shard) if shard else None,

@@ -3,6 +3,13 @@
 One type travels from the pipeline to every sink, exporter, evaluator and the report. Everything
 except ``timings`` is a pure function of the inputs and settings, so two runs give byte-identical
 records once ``timings`` is set aside (see ``CaptionResult.stable_json``).
+
+Records outlive the version that wrote them, so the schema is versioned (``schema_version``, see
+``SCHEMA_VERSION``) and reading is lenient in the two ways a schema changes: a field this version
+does not know (one a later version added, or one an earlier version had and this one dropped) is
+tolerated and kept (``extra="allow"``: it is in ``model_extra`` and is written back out as read), and
+a field the record lacks takes its default. A field may be added or dropped only with a default,
+and every such change bumps ``SCHEMA_VERSION``.
 """
 
 from __future__ import annotations
@@ -17,9 +24,16 @@ from pydantic import BaseModel, ConfigDict, Field
 #: record keeps everything (resume skips it, exports skip it, a new threshold can re-decide it).
 Status = Literal["ok", "failed", "filtered", "rejected"]
 
+#: The record schema this version writes. 1: records before the field existed (they have none, and
+#: read as 1); 2: ``schema_version`` added. Bump on every added, dropped or re-meant field.
+SCHEMA_VERSION = 2
+#: The version of a stored record without a ``schema_version`` field.
+UNVERSIONED = 1
+
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # records are read from files other versions wrote: unknown fields are kept, not refused
+    model_config = ConfigDict(extra="allow")
 
 
 class TokenDetail(_Record):
@@ -216,6 +230,7 @@ class Fingerprint(_Record):
 
 
 class CaptionResult(_Record):
+    schema_version: int = SCHEMA_VERSION  # of the format this record was written in (read: as stored)
     id: str
     source: str
     status: Status
@@ -265,8 +280,17 @@ class CaptionResult(_Record):
         return json.dumps(self.model_dump(mode="json", exclude={"timings"}), ensure_ascii=False, sort_keys=True)
 
     @classmethod
-    def from_json(cls, line: str) -> "CaptionResult":
-        return cls.model_validate_json(line)
+    def from_json(cls, line: str | bytes) -> "CaptionResult":
+        """A stored record (one JSONL line), of this schema version or an older one."""
+        return cls.from_dict(json.loads(line))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CaptionResult":
+        """A stored record as a dict; one without ``schema_version`` was written before the field
+        existed, so it reads as version 1 (not as this version, the default of a new record)."""
+        if isinstance(data, dict) and "schema_version" not in data:
+            data = {"schema_version": UNVERSIONED, **data}
+        return cls.model_validate(data)
 
 
 # ---------------------------------------------------------------------------------------- the record boundary

@@ -83,6 +83,10 @@ class CaptionJob:
     filters: FilterSet | None = None
     prices: Prices = field(default_factory=Prices)
     fetch: FetchConfig = field(default_factory=FetchConfig)
+    #: Manifests: resolve local paths under this folder (None: each manifest's own folder).
+    image_root: Path | None = None
+    #: Manifests: read local paths that resolve outside the root too (refused by default).
+    allow_paths_outside_root: bool = False
     #: Use this source instead of opening ``inputs`` (Python API: any ``Source``).
     source: Source | None = None
     #: Act after this many images in a row fail because of the model server (0: never; ``Breaker``):
@@ -99,6 +103,11 @@ class CaptionJob:
             i, n = self.shard
             if not (n >= 1 and 0 <= i < n):
                 raise ValueError(f"shard must be i/n with 0 <= i < n, got {i}/{n}")
+
+    def source_options(self) -> SourceOptions:
+        """How the job's inputs are read (columns, fetching, the manifest root)."""
+        return SourceOptions(self.id_column, self.image_column, self.fetch, self.image_root,
+                             self.allow_paths_outside_root)
 
 
 @dataclass
@@ -289,8 +298,7 @@ def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult]
     """Caption every item of ``job`` that has no final record yet; see the module docstring."""
     progress = progress or JobProgress()
     summary = JobSummary()
-    source = job.source or open_source(job.inputs, job.input_format,
-                                       SourceOptions(job.id_column, job.image_column, job.fetch))
+    source = job.source or open_source(job.inputs, job.input_format, job.source_options())
     sink = open_sink(job.format, job.output, shard_size=job.shard_size, sidecar_policy=job.sidecar_policy,
                      caption_field=job.caption_field)
     if sink.format == "sidecar" and not source.may_have_local_files:

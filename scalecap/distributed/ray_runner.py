@@ -43,7 +43,6 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import time
 import uuid
 from collections import Counter
@@ -57,7 +56,7 @@ from ..filters import FilterSet
 from ..images import ImageItem
 from ..io.fetch import FetchConfig, UrlLoader
 from ..io.lock import LOCK_NAME, OutputLock
-from ..io.journal import FingerprintMismatch, atomic_write_bytes, fsync_dir, iter_lines
+from ..io.journal import RAY_SHARD, FingerprintMismatch, atomic_write_bytes, fsync_dir, iter_lines
 from ..io.sources import FailLoader, FileLoader
 from ..outage import OutagePolicy, ServerRun, server_check
 from ..pricing import Prices
@@ -65,10 +64,9 @@ from ..progress import JobProgress
 from ..records import CaptionResult, serialisable
 from ..run import JobSummary, Worker, count_result, fingerprint_id, in_scope_items, summary_dict
 
-#: The shards this runner writes: ``part-<YYYYmmddHHMMSS>-<6 hex>-<16 hex>.jsonl`` (run tag, then a
-#: hash of the ids). Only files with such names are read, tidied or deleted: the name is the
-#: ownership mark, so a foreign ``part-00000.jsonl`` in the folder is never touched.
-OWN_SHARD = re.compile(r"^part-\d{14}-[0-9a-f]{6}-[0-9a-f]{16}\.jsonl$")
+#: The shards this runner writes (``scalecap.io.journal.RAY_SHARD``, where ``read_records`` reads
+#: them too): only files with such names are read, tidied or deleted.
+OWN_SHARD = RAY_SHARD
 
 
 def own_files(output_dir: Path) -> list[Path]:
@@ -304,11 +302,10 @@ def run_ray_job(scalecap_factory: Callable[[], Any], job, *, num_actors: int = 2
 
 def _run_locked(scalecap_factory, job, out: Path, *, num_actors: int, num_cpus_per_actor: float, batch_size: int,
                 progress: JobProgress | None, on_result) -> JobSummary:
-    from ..io.sources import SourceOptions, open_source
+    from ..io.sources import open_source
 
     state = open_shard_store(out, job.retry_failed)
-    source = job.source or open_source(job.inputs, job.input_format,
-                                       SourceOptions(job.id_column, job.image_column, job.fetch))
+    source = job.source or open_source(job.inputs, job.input_format, job.source_options())
     summary = JobSummary()
     progress = progress or JobProgress()
     total = None

@@ -185,7 +185,7 @@ def _read_results(cs: CaptionSet, rows: list[dict[str, Any]], p: Path) -> None:
         raise EvalInputError(f"captions: {p} holds scalecap results: --field must be one of {', '.join(RESULT_FIELDS)}")
     for n, row in enumerate(rows, 1):
         try:
-            rec = CaptionResult.model_validate(row)
+            rec = CaptionResult.from_dict(row)
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(x) for x in first.get("loc", ()))

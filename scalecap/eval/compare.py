@@ -78,7 +78,7 @@ def questions_asked(path: str | Path, ids: Any) -> dict[str, Any]:
     adaptive = 0
     for n, row in enumerate(rows, 1):
         try:
-            rec = CaptionResult.model_validate(row)
+            rec = CaptionResult.from_dict(row)
         except ValidationError:
             raise EvalInputError(f"--per-question: {p} row {n} is not a valid scalecap record") from None
         if rec.status != "ok" or rec.id not in wanted or rec.id in counts:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -46,6 +47,11 @@ from pathlib import Path
 from ..records import CaptionResult
 
 FINAL_STATUSES = ("ok", "filtered", "rejected")  # "rejected": the judge post-filter decided; not redone
+
+#: The shards of a Ray output folder: ``part-<YYYYmmddHHMMSS>-<6 hex>-<16 hex>.jsonl`` (run tag,
+#: then a hash of the ids; written by ``scalecap.distributed.ray_runner``). The name is the
+#: ownership mark: a foreign ``part-00000.jsonl`` in the folder is never read as records.
+RAY_SHARD = re.compile(r"^part-\d{14}-[0-9a-f]{6}-[0-9a-f]{16}\.jsonl$")
 
 
 class JournalError(RuntimeError):
@@ -145,6 +151,9 @@ def read_journal(path: Path, *, retry_failed: bool = True, committed: set[str] |
     size = path.stat().st_size
     last: dict[str, tuple[str, str | None, dict]] = {}  # failed ids only: status, fingerprint, usage
     statuses: dict[str, str] = {}
+    # byte offset of each id's last record: a superseded ok record (followed by a ``sink`` failure)
+    # is rare, so its usage is read back from the file then rather than kept for every id
+    offsets: dict[str, int] = {}
     consumed = 0
     for offset, line, rec in iter_lines(path, repair=True):
         consumed = offset + len(line)
@@ -157,8 +166,13 @@ def read_journal(path: Path, *, retry_failed: bool = True, committed: set[str] |
         prev = statuses.get(rid)
         if prev is not None:
             state.superseded += 1
-            _undo(state, rid, prev, last.pop(rid, None))
+            before = last.pop(rid, None)
+            if before is None:  # an ok/filtered record superseded: read its fingerprint and usage back
+                old = _record_at(path, offsets[rid])
+                before = (prev, (old.get("fingerprint") or {}).get("id"), old.get("usage") or {})
+            _undo(state, rid, prev, before)
         statuses[rid] = status
+        offsets[rid] = offset
         state.counts[status] += 1
         state.fingerprints[fp] += 1
         _add_usage(state.usage, usage, +1)
@@ -176,6 +190,12 @@ def read_journal(path: Path, *, retry_failed: bool = True, committed: set[str] |
         else:
             state.done.add(rid)
     return state
+
+
+def _record_at(path: Path, offset: int) -> dict:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return json.loads(f.readline())
 
 
 def _undo(state: JournalState, rid: str, prev_status: str, prev: tuple | None) -> None:
@@ -287,36 +307,64 @@ def compact(path: Path) -> int:
     return dropped
 
 
+def ray_shards(folder: Path) -> list[Path]:
+    """The committed shards of a Ray output folder, in the order its store reads them (by name:
+    the run tag first, so older runs first)."""
+    return sorted(p for p in folder.iterdir() if RAY_SHARD.match(p.name)) if folder.is_dir() else []
+
+
 def journal_path_of(output: Path) -> Path:
-    """The journal of an output: the file itself, or ``records.jsonl`` in a sharded output folder."""
+    """The journal of an output: the file itself, ``records.jsonl`` in a sharded output folder, or
+    the Ray output folder itself (its shards are its journal)."""
     if output.is_dir():
         if (output / "records.jsonl").exists():
             return output / "records.jsonl"
-        parts = sorted(output.glob("part-*.jsonl"))
-        if parts:
+        if ray_shards(output):
             return output
-        raise FileNotFoundError(f"{output}: no records.jsonl and no part-*.jsonl shards in this folder")
+        raise FileNotFoundError(f"{output}: no records.jsonl and no scalecap Ray shards "
+                                "(part-<run>-<hash>.jsonl) in this folder")
     return output
 
 
-def read_records(output: Path) -> Iterator[CaptionResult]:
-    """The live records of an output (a journal file, a sharded output folder, or a folder of JSONL
-    shards written by the Ray runner): the last record per id, in journal order."""
+@dataclass
+class ReadStats:
+    """What ``read_records`` dropped: records of an id it had already yielded."""
+
+    duplicates: int = 0
+    duplicate_ids: list[str] = field(default_factory=list)  # the first few
+
+    def drop(self, rid: str) -> None:
+        self.duplicates += 1
+        if len(self.duplicate_ids) < 10:
+            self.duplicate_ids.append(rid)
+
+
+def read_records(output: Path, stats: ReadStats | None = None) -> Iterator[CaptionResult]:
+    """The live records of an output, one per id.
+
+    A journal (a JSONL output, ``records.jsonl`` of a sharded folder): the *last* record per id, in
+    journal order (journal rule 2: a later line supersedes a failed one). A Ray output folder:
+    only its own shards (``RAY_SHARD``), and the *first* record per id, the rule of the Ray store
+    itself (``open_shard_store``): a second copy is a retried task's, dropped and counted in
+    ``stats``."""
     output = Path(output)
+    stats = stats if stats is not None else ReadStats()
     target = journal_path_of(output)
-    files = sorted(target.glob("part-*.jsonl")) if target.is_dir() else [target]
-    last: dict[str, tuple[int, int]] = {}
-    seen: set[str] = set()
-    for fi, f in enumerate(files):
-        for li, (_, _, obj) in enumerate(iter_lines(f)):
-            rid = obj["id"]
-            if rid in seen:
-                last[rid] = (fi, li)
-            seen.add(rid)
-    del seen
-    for fi, f in enumerate(files):
-        for li, (_, line, _) in enumerate(iter_lines(f)):
-            rec = CaptionResult.from_json(line)
-            if rec.id in last and last[rec.id] != (fi, li):
-                continue
-            yield rec
+    if target.is_dir():
+        seen: set[str] = set()
+        for shard in ray_shards(target):
+            for _, line, obj in iter_lines(shard):
+                if obj["id"] in seen:
+                    stats.drop(obj["id"])
+                    continue
+                seen.add(obj["id"])
+                yield CaptionResult.from_json(line)
+        return
+    last: dict[str, int] = {}
+    for li, (_, _, obj) in enumerate(iter_lines(target)):
+        if obj["id"] in last:
+            stats.drop(obj["id"])
+        last[obj["id"]] = li
+    for li, (_, line, obj) in enumerate(iter_lines(target)):
+        if last[obj["id"]] == li:
+            yield CaptionResult.from_json(line)

@@ -408,31 +408,37 @@ def _read_lines(path: Path, repair: bool = False) -> list[dict]:
 def record_to_row(record: CaptionResult) -> dict[str, Any]:
     d = record.model_dump(mode="json")
     row = {k: d[k] for k in SCALAR_FIELDS}
+    row["schema_version"] = d["schema_version"]
     row["caption_fallback"] = d["caption_fallback"]
     row["fingerprint_id"] = (d.get("fingerprint") or {}).get("id")
     for k in JSON_FIELDS:
         row[k] = json.dumps(d[k], ensure_ascii=False)
+    # fields this version does not know (a record of another version): kept, as one JSON object
+    extra = record.model_extra or {}
+    row["extra"] = json.dumps({k: d[k] for k in extra}, ensure_ascii=False) if extra else None
     return row
 
 
 def row_to_record(row: dict[str, Any]) -> CaptionResult:
-    d = {k: row[k] for k in SCALAR_FIELDS}
-    d["caption_fallback"] = row["caption_fallback"]
+    # a column missing from an older shard (or null in it) takes the record's default
+    d = {k: row[k] for k in (*SCALAR_FIELDS, "schema_version", "caption_fallback") if row.get(k) is not None}
     for k in JSON_FIELDS:
-        d[k] = json.loads(row[k]) if row.get(k) is not None else None
-    for k in ("fingerprint", "skipped"):  # absent from older shards: the record's default
-        if d[k] is None:
-            d.pop(k)
-    return CaptionResult.model_validate(d)
+        if row.get(k) is not None:
+            d[k] = json.loads(row[k])
+    if row.get("extra"):
+        d = {**json.loads(row["extra"]), **d}
+    return CaptionResult.from_dict(d)
 
 
 def parquet_schema():
     import pyarrow as pa
 
     fields = [pa.field(k, pa.string()) for k in SCALAR_FIELDS]
+    fields.append(pa.field("schema_version", pa.int32()))
     fields.append(pa.field("caption_fallback", pa.bool_()))
     fields.append(pa.field("fingerprint_id", pa.string()))
     fields += [pa.field(k, pa.string()) for k in JSON_FIELDS]
+    fields.append(pa.field("extra", pa.string()))  # JSON of the fields this version does not know
     return pa.schema(fields)
 
 

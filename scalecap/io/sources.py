@@ -41,11 +41,12 @@ import csv
 import glob as globlib
 import hashlib
 import json
+import os
 import re
 import tarfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,10 @@ class SourceOptions:
     id_column: str = "id"
     image_column: str = "image"
     fetch: FetchConfig = field(default_factory=FetchConfig)
+    #: Where a manifest's local paths are resolved and must stay (None: the manifest's own folder).
+    image_root: Path | None = None
+    #: Read manifest paths that resolve outside the root too (absolute paths, ``../``, symlinks out).
+    allow_paths_outside_root: bool = False
 
 
 # ---------------------------------------------------------------------------------------- loaders
@@ -92,9 +97,16 @@ class FileLoader:
     and sidecar sinks write beside the image."""
 
     path: str
+    #: The folder the file must resolve under when it is read (a manifest's root; None: anywhere).
+    root: str | None = None
 
     def __call__(self) -> bytes:
         p = Path(self.path)
+        if self.root is not None:
+            # checked again at read time: a symlink swapped in after the listing cannot lead out
+            problem = _outside_root(p, self.root)
+            if problem:
+                raise ImageError(PATH_OUTSIDE_ROOT, problem)
         if not p.exists():
             raise ImageError("missing", f"file not found: {self.path}")
         if not p.is_file():
@@ -111,6 +123,43 @@ class FailLoader:
 
     def __call__(self) -> bytes:
         raise ImageError(self.kind, self.message)
+
+
+#: The error_kind of a manifest path that resolves outside its root.
+PATH_OUTSIDE_ROOT = "path_outside_root"
+
+
+def _outside_root(path: Path, root: str) -> str | None:
+    """Why ``path`` may not be read from a manifest rooted at ``root`` (None: it may).
+
+    Both sides are resolved with symlinks followed, so ``../``, absolute paths and links that
+    lead out are all caught by one rule: the real file must sit under the real root."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
+        return None
+    return (f"{str(path)!r} resolves to {real!r}, outside the image root {real_root!r}: refused "
+            "(give --image-root DIR holding it, or --allow-paths-outside-root to read any path)")
+
+
+def local_item(id_: str, ref: str, base: Path, options: SourceOptions, meta: dict[str, Any] | None = None) -> ImageItem:
+    """The item of a local path written in a manifest or URL list.
+
+    A relative ``ref`` is relative to ``options.image_root`` when given, else to ``base`` (the
+    manifest's folder); the file must resolve under that root unless
+    ``options.allow_paths_outside_root``. A path that does not is a failed item
+    (``path_outside_root``), read never: a manifest from elsewhere cannot make the run read
+    ``/etc/passwd`` or ``../../secret.png`` and copy it into the outputs."""
+    root = Path(options.image_root) if options.image_root is not None else base
+    p = Path(ref)
+    if not p.is_absolute():
+        p = root / p
+    meta = meta or {}
+    if options.allow_paths_outside_root:
+        return ImageItem(id=id_, source=str(p), loader=FileLoader(str(p)), meta=meta)
+    problem = _outside_root(p, str(root))
+    if problem:
+        return ImageItem(id=id_, source=str(p), loader=FailLoader(PATH_OUTSIDE_ROOT, problem), meta=meta)
+    return ImageItem(id=id_, source=str(p), loader=FileLoader(str(p), str(root)), meta=meta)
 
 
 def local_path(item: ImageItem) -> Path | None:
@@ -284,10 +333,7 @@ class _RowSource(Source):
             id_ = given_id or ref
             if ref.lower().startswith(("http://", "https://")):
                 return ImageItem(id=id_, source=ref, loader=UrlLoader(ref, o.fetch), meta=meta)
-            p = Path(ref)
-            if not p.is_absolute():
-                p = self.base / p
-            return ImageItem(id=id_, source=str(p), loader=FileLoader(str(p)), meta=meta)
+            return local_item(id_, ref, self.base, o, meta)
         if given_id is not None:
             return ImageItem(id=given_id, source=f"{self.spec}#{where}", meta=meta,
                              loader=FailLoader("no_image", f"{self.spec} {where}: no {o.image_column!r} value"))
@@ -502,7 +548,7 @@ class HFDatasetSource(_RowSource):
             if not images:
                 raise SourceSpecError(f"{spec}: no {column!r} column and no Image column (columns: {ds.column_names})")
             column = images[0]
-            self.options = SourceOptions(options.id_column, column, options.fetch)
+            self.options = replace(options, image_column=column)
         if isinstance(ds.features[column], datasets.Image):
             ds = ds.cast_column(column, datasets.Image(decode=False))
         self.ds = ds
@@ -661,8 +707,7 @@ class UrlListSource(Source):
             if ref.lower().startswith(("http://", "https://")):
                 yield ImageItem(id=ref, source=ref, loader=UrlLoader(ref, self.options.fetch))
             else:
-                p = Path(ref) if Path(ref).is_absolute() else base / ref
-                yield ImageItem(id=ref, source=str(p), loader=FileLoader(str(p)))
+                yield local_item(ref, ref, base, self.options)
 
     def count(self) -> int:
         return sum(1 for _ in self._lines())

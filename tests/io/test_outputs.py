@@ -261,7 +261,7 @@ def test_parquet_rows_carry_every_record_field():
     from scalecap.io.sinks import JSON_FIELDS, SCALAR_FIELDS
     from scalecap.records import CaptionResult
 
-    assert set(CaptionResult.model_fields) == set(SCALAR_FIELDS) | set(JSON_FIELDS) | {"caption_fallback"}
+    assert set(CaptionResult.model_fields) == set(SCALAR_FIELDS) | set(JSON_FIELDS) | {"caption_fallback", "schema_version"}
 
 
 def test_the_journal_is_fsynced_before_every_sink_commit(small_folder, tmp_path, fake, monkeypatch):
@@ -300,3 +300,24 @@ def test_the_journal_is_fsynced_before_every_sink_commit(small_folder, tmp_path,
         appends = [j for j in range(i) if events[j][0] == "append"]
         syncs = [j for j in range(i) if events[j] == ("fsync", "records.jsonl")]
         assert appends and syncs and syncs[-1] > appends[-1], events[:i + 1]
+
+
+def test_read_journal_counts_a_superseded_ok_record_once(tmp_path):
+    """An ok record followed by its ``sink`` failure (a copy with the same usage), before compaction:
+    the live record is the failure, and the usage and fingerprint are counted once, not twice."""
+    from scalecap.io.journal import read_journal
+    from scalecap.records import StageUsage
+    from iohelpers import make_fingerprint
+
+    fp = make_fingerprint("fp-1")
+    usage = {"caption": StageUsage(calls=1, prompt_tokens=100, completion_tokens=20)}
+    a = CaptionResult(id="a", source="a.png", status="ok", usage=usage, fingerprint=fp)
+    a_sink = a.model_copy(update={"status": "failed", "error": "read-only folder", "error_kind": "sink"})
+    b = CaptionResult(id="b", source="b.png", status="ok", usage=usage, fingerprint=fp)
+    journal = tmp_path / "run.jsonl"
+    journal.write_text("".join(r.to_json() + "\n" for r in (a, a_sink, b)))
+    state = read_journal(journal)
+    assert state.usage == {"caption": [2, 200, 40]}
+    assert state.fingerprints == {fp.id: 2} and state.counts == {"ok": 1, "failed": 1}
+    assert state.superseded == 1 and state.retry == {"a"} and state.done == {"b"}
+    assert state.failed_usage == {"a": a_sink.model_dump(mode="json")["usage"]}

@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 import pyarrow.parquet as pq
 from iohelpers import FakeCaptioner, png_bytes
 
@@ -87,3 +88,31 @@ def test_the_ray_store_touches_only_its_own_shards(tmp_path):
     assert sorted(p.name for p in own_files(out)) == [ours.name, "summary.json"]  # our .tmp was tidied
     _prepare(out, resume=False)
     assert sorted(p.name for p in out.iterdir()) == ["notes.tmp", "part-00000.jsonl"]
+
+
+def test_read_records_of_a_ray_folder_reads_only_its_shards_first_wins(tmp_path):
+    """Only the Ray store's own shard names are records (a foreign part-00000.jsonl is not), and a
+    retried task's second copy of an id is dropped, counted, as the store itself does."""
+    from scalecap.io.journal import ReadStats, read_records
+    from scalecap.records import CaptionResult
+
+    out = tmp_path / "ray"
+    out.mkdir()
+
+    def rec(rid, caption):
+        return CaptionResult(id=rid, source=f"{rid}.png", status="ok", final_caption=caption).to_json() + "\n"
+
+    (out / "part-20261203120000-abcdef-0000000000000001.jsonl").write_text(rec("a", "first") + rec("b", "b1"))
+    (out / "part-20261203120500-abcdef-0000000000000002.jsonl").write_text(rec("a", "retried copy") + rec("c", "c1"))
+    (out / "part-00000.jsonl").write_text(rec("foreign", "theirs"))
+    stats = ReadStats()
+    got = {r.id: r.final_caption for r in read_records(out, stats)}
+    assert got == {"a": "first", "b": "b1", "c": "c1"}
+    assert (stats.duplicates, stats.duplicate_ids) == (1, ["a"])
+    assert open_shard_store(out).dropped_duplicates == 1  # the store agrees, and tidies the copy away
+    assert {r.id: r.final_caption for r in read_records(out)} == got
+    foreign_only = tmp_path / "foreign"
+    foreign_only.mkdir()
+    (foreign_only / "part-00000.jsonl").write_text(rec("foreign", "theirs"))
+    with pytest.raises(FileNotFoundError, match="no scalecap Ray shards"):
+        list(read_records(foreign_only))

@@ -18,6 +18,7 @@ from scalecap.io.sources import (
     SourceOptions,
     SourceSpecError,
     detect_kind,
+    local_path,
     open_source,
 )
 
@@ -53,7 +54,9 @@ def test_jsonl_and_csv_manifests_resolve_relative_paths_and_keep_metadata(small_
             "not an object",
             {"id": "x4"}]
     man.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken json\n", encoding="utf-8")
-    src = open_source([str(man)])
+    # the rows point out of the manifest's folder: read only because the test allows it (see below)
+    trusting = SourceOptions(allow_paths_outside_root=True)
+    src = open_source([str(man)], options=trusting)
     items = list(src)
     assert [i.id for i in items] == ["x1", "../my images ü/b photo.jpg", "x3", "x4"]
     assert items[0].meta == {"domain": "photo", "score": 3}
@@ -71,9 +74,55 @@ def test_jsonl_and_csv_manifests_resolve_relative_paths_and_keep_metadata(small_
         w = csv.writer(f)
         w.writerow(["id", "image", "domain"])
         w.writerow(["k1", "../my images ü/çafé ☕.png", "document"])
-    items = list(open_source([str(c)]))
+    items = list(open_source([str(c)], options=trusting))
     assert items[0].id == "k1" and items[0].meta == {"domain": "document"}
     assert items[0].read_bytes() == (small_folder / "çafé ☕.png").read_bytes()
+
+
+def test_manifest_paths_stay_under_their_root(small_folder, tmp_path):
+    """Absolute, ``../`` and symlinked-out paths of a manifest are failed items, never read,
+    unless allowed; ``image_root`` moves the root (and the base of relative paths)."""
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(png_bytes(3, 3))
+    (small_folder / "link.png").symlink_to(secret)
+    man = small_folder / "m.jsonl"
+    rows = [{"id": "rel", "image": "a.png"}, {"id": "abs-in", "image": str(small_folder / "b photo.jpg")},
+            {"id": "abs-out", "image": str(secret)}, {"id": "dotdot", "image": "../secret.png"},
+            {"id": "link", "image": "link.png"}, {"id": "gone", "image": "nope.png"}]
+    man.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    lst = small_folder / "list.txt"
+    lst.write_text(f"a.png\n{secret}\n../secret.png\n", encoding="utf-8")
+
+    def kinds(spec, options=None):
+        out = {}
+        for item in open_source([str(spec)], options=options):
+            try:
+                item.read_bytes()
+                out[item.id] = "ok"
+            except ImageError as exc:
+                out[item.id] = exc.kind
+        return out
+
+    refused = {"abs-out": "path_outside_root", "dotdot": "path_outside_root", "link": "path_outside_root"}
+    assert kinds(man) == {"rel": "ok", "abs-in": "ok", "gone": "missing", **refused}
+    assert kinds(lst) == {"a.png": "ok", str(secret): "path_outside_root", "../secret.png": "path_outside_root"}
+    item = next(i for i in open_source([str(man)]) if i.id == "dotdot")
+    assert local_path(item) is None  # no sidecar is ever written beside a refused path
+    with pytest.raises(ImageError, match="--allow-paths-outside-root"):
+        item.read_bytes()
+    # allowed: everything that exists is read, as written
+    assert set(kinds(man, SourceOptions(allow_paths_outside_root=True)).values()) == {"ok", "missing"}
+    # a wider root: relative paths are relative to it, and what lies under it is read
+    wide = SourceOptions(image_root=tmp_path)
+    assert kinds(man, wide) == {"rel": "missing", "abs-in": "ok", "abs-out": "ok", "dotdot": "path_outside_root",
+                                "link": "missing", "gone": "missing"}
+    # a symlink swapped in after the listing is refused when it is read
+    items = {i.id: i for i in open_source([str(man)])}
+    (small_folder / "a.png").unlink()
+    (small_folder / "a.png").symlink_to(secret)
+    with pytest.raises(ImageError) as exc:
+        items["rel"].read_bytes()
+    assert exc.value.kind == "path_outside_root"
 
 
 def test_parquet_manifest_and_embedded_images(tmp_path, small_folder):
