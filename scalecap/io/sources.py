@@ -676,6 +676,10 @@ def _end_of_archive_problem(tar: tarfile.TarFile) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------- urls
+#: A URL of a scheme we do not fetch (``ftp://``, ``s3://``, ``file://``...), never a local path.
+_OTHER_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
 class UrlListSource(Source):
     """One URL, or a text file with one URL or path per line (``#`` comments, blank lines skipped)."""
 
@@ -706,6 +710,9 @@ class UrlListSource(Source):
         for ref in self._lines(self.errors):
             if ref.lower().startswith(("http://", "https://")):
                 yield ImageItem(id=ref, source=ref, loader=UrlLoader(ref, self.options.fetch))
+            elif _OTHER_SCHEME.match(ref):  # ftp://, s3://, file://: not a path, and not fetched
+                yield ImageItem(id=ref, source=ref, loader=FailLoader(
+                    "bad_url", f"only http(s) URLs can be fetched: {ref[:200]!r}"))
             else:
                 yield local_item(ref, ref, base, self.options)
 
