@@ -16,6 +16,7 @@ final captions, ``tests/data/mmvet_scalecap_captions.jsonl``) is hit; they are s
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -28,6 +29,7 @@ __all__ = ["CODES", "DegenerateConfig", "Hit", "check_text", "strip_stock_openin
 CODES = ("empty", "too_short", "too_long", "repetition", "refusal", "script_drift", "truncated", "stock_opening")
 
 _WORD = re.compile(r"\w+(?:['’]\w+)?", re.UNICODE)
+_REVERSED_LOOP = re.compile(r"\s*(.{2,40}?)\1{7,}", re.DOTALL)
 _REFUSAL = re.compile(
     r"^\W*(?:i['’]?m\s+(?:sorry|afraid|unable)|i\s+am\s+(?:sorry|unable|not\s+able)|sorry,?\s+(?:but\s+)?i"
     r"|i\s+(?:can(?:not|['’]t)|could\s+not|won['’]t)\s+(?:help|assist|provide|describe|see|view|process|identify"
@@ -122,9 +124,12 @@ def _repetition(text: str, c: DegenerateConfig) -> list[Hit]:
             return [Hit("repetition", f"only {ratio:.0%} of {c.ngram}-word sequences are distinct "
                                       f"(most repeated: {top!r})", round(ratio, 4), c.min_distinct_ratio)]
     # A loop inside one unending sentence: the same short unit again and again at the end.
-    tail = re.search(r"(.{2,40}?)\1{7,}\s*$", text[-2000:], re.DOTALL)
+    # Searched on the reversed text, anchored at its start: the same texts match as with a search
+    # for ``(unit)\1{7,}\s*$`` from every position (the unit comes out as its shortest rotation at
+    # the end), at a fraction of the cost on long texts with no loop.
+    tail = _REVERSED_LOOP.match(text[-2000:][::-1])
     if tail and tail.group(1).strip():
-        return [Hit("repetition", f"{tail.group(1)!r} repeated to the end")]
+        return [Hit("repetition", f"{tail.group(1)[::-1]!r} repeated to the end")]
     return []
 
 
@@ -140,12 +145,19 @@ def _longest_run(text: str) -> tuple[int, str]:
 
 
 def _foreign_share(text: str, scripts: tuple[str, ...]) -> float:
+    if text.isascii():  # ASCII letters are Latin: the common case, without a name lookup per letter
+        return 0.0 if "LATIN" in scripts else (1.0 if any(ch.isalpha() for ch in text) else 0.0)
     letters = foreign = 0
     for ch in text:
         if not ch.isalpha():
             continue
         letters += 1
-        name = unicodedata.name(ch, "")
-        if not any(name.startswith(s) for s in scripts):
+        if not _in_scripts(ch, scripts):
             foreign += 1
     return foreign / letters if letters else 0.0
+
+
+@functools.lru_cache(maxsize=8192)
+def _in_scripts(ch: str, scripts: tuple[str, ...]) -> bool:
+    name = unicodedata.name(ch, "")
+    return any(name.startswith(s) for s in scripts)
