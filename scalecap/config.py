@@ -202,10 +202,7 @@ class Settings(BaseModel):
         from .text.degenerate import CODES
 
         if isinstance(v, str):
-            pairs = [p.partition("=") for p in v.split(",") if p.strip()]
-            if any(not sep for _, sep, _ in pairs):
-                raise ValueError(f"degenerate_actions {v!r}: expected CODE=ACTION[,CODE=ACTION...]")
-            v = {k.strip(): a.strip() for k, _, a in pairs}
+            v = _key_values(v, "degenerate_actions", "CODE=ACTION")
         for code in v or {}:
             if code not in CODES:
                 raise ValueError(f"degenerate_actions: unknown check {code!r}; choose from {', '.join(CODES)}")
@@ -218,13 +215,11 @@ class Settings(BaseModel):
         from .judge import DIMENSIONS
 
         if isinstance(v, str):
-            pairs = [p.partition("=") for p in v.split(",") if p.strip()]
-            if any(not sep for _, sep, _ in pairs):
-                raise ValueError(f"judge_thresholds {v!r}: expected DIMENSION=SCORE[,DIMENSION=SCORE...]")
+            text, v = v, _key_values(v, "judge_thresholds", "DIMENSION=SCORE")
             try:
-                v = {k.strip(): int(n) for k, _, n in pairs}
+                v = {k: int(n) for k, n in v.items()}
             except ValueError:
-                raise ValueError(f"judge_thresholds {v!r}: scores are whole numbers 1-3") from None
+                raise ValueError(f"judge_thresholds {text!r}: scores are whole numbers 1-3") from None
         for name, score in (v or {}).items():
             if name not in DIMENSIONS:
                 raise ValueError(f"judge_thresholds: unknown dimension {name!r}; choose from {', '.join(DIMENSIONS)}")
@@ -235,6 +230,14 @@ class Settings(BaseModel):
     @property
     def effective_tau(self) -> float:
         return DEFAULT_TAU[self.score_mode] if self.tau is None else self.tau
+
+
+def _key_values(text: str, what: str, form: str) -> dict[str, str]:
+    """``"a=x,b=y"`` (a ``--set`` value) as a mapping, or a one-line error showing the form."""
+    pairs = [p.partition("=") for p in text.split(",") if p.strip()]
+    if any(not sep for _, sep, _ in pairs):
+        raise ValueError(f"{what} {text!r}: expected {form}[,{form}...]")
+    return {k.strip(): val.strip() for k, _, val in pairs}
 
 
 class RunConfig(BaseModel):

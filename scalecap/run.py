@@ -224,6 +224,14 @@ def in_shard(record_id: str, shard: tuple[int, int] | None) -> bool:
     return shard is None or shard_of(record_id, shard[1]) == shard[0]
 
 
+def job_total(source: Source, job: CaptionJob) -> int | None:
+    """The items a job covers, when cheap to know before the run (for the progress bar's ETA)."""
+    if job.shard is not None:
+        return None
+    total = source.count()
+    return min(total, job.limit) if total is not None and job.limit is not None else total
+
+
 def in_scope_items(source: Iterable[ImageItem], job: CaptionJob, summary: JobSummary) -> Iterator[ImageItem]:
     """The items a job covers (its ``--shard``, then its first ``--limit``), each id once.
 
@@ -329,12 +337,7 @@ def _run_locked(captioner: Any, job: CaptionJob, source: Source, sink: Sink, sum
     worker = Worker(captioner, job.filters, keep_bytes=sink.needs_bytes)
     inflight: dict[str, ImageItem] = {}
     sink_failures: list[str] = []  # ids whose final record the sink refused (superseded by a failed one)
-    total = None
-    if job.shard is None:
-        total = source.count()
-        if total is not None and job.limit is not None:
-            total = min(total, job.limit)
-    progress.start(total)
+    progress.start(job_total(source, job))
     t0 = time.perf_counter()
 
     def write(result: CaptionResult, data: bytes | None, item: ImageItem | None) -> CaptionResult:

@@ -62,7 +62,7 @@ from ..outage import OutagePolicy, ServerRun, server_check
 from ..pricing import Prices
 from ..progress import JobProgress
 from ..records import CaptionResult, serialisable
-from ..run import JobSummary, Worker, count_result, fingerprint_id, in_scope_items, summary_dict
+from ..run import JobSummary, Worker, count_result, fingerprint_id, in_scope_items, job_total, summary_dict
 
 #: The shards this runner writes (``scalecap.io.journal.RAY_SHARD``, where ``read_records`` reads
 #: them too): only files with such names are read, tidied or deleted.
@@ -308,12 +308,7 @@ def _run_locked(scalecap_factory, job, out: Path, *, num_actors: int, num_cpus_p
     source = job.source or open_source(job.inputs, job.input_format, job.source_options())
     summary = JobSummary()
     progress = progress or JobProgress()
-    total = None
-    if job.shard is None:
-        total = source.count()
-        if total is not None and job.limit is not None:
-            total = min(total, job.limit)
-    progress.start(total)
+    progress.start(job_total(source, job))
 
     def batches() -> Iterator[list[dict[str, Any]]]:
         rows: list[dict[str, Any]] = []
