@@ -31,9 +31,13 @@ def test_records_of_the_previous_format_read_as_version_1(tmp_path):
     ok = records[0]
     assert ok.final_caption == raw[0]["final_caption"] and ok.sentences[1].text == raw[0]["sentences"][1]["text"]
     assert ok.usage["caption"].prompt_tokens == raw[0]["usage"]["caption"]["prompt_tokens"]
-    # every field it had is read back unchanged; the one it lacked is the only difference
+    # every field it had is read back unchanged; the fields it lacked (the version, and fields
+    # added since, such as the judge's verdict) take their empty defaults
     again = json.loads(ok.to_json())
-    assert again.pop("schema_version") == UNVERSIONED and again == raw[0]
+    assert again.pop("schema_version") == UNVERSIONED
+    assert {k: v for k, v in again.items() if k in raw[0]} == raw[0]
+    added = set(again) - set(raw[0])
+    assert all(again[k] in (None, [], {}) for k in added), {k: again[k] for k in added}
     # resume over it: both ids known, the failed one to be retried
     state = read_journal(run)
     assert state.done == {"cat-001"} and state.retry == {"broken-002"}

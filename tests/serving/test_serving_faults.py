@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import signal
 
@@ -140,7 +141,9 @@ def test_an_outage_longer_than_the_retry_budget_is_paused_through(fault_proxy, s
     assert fault_proxy.outage.dropped > 0 and fault_proxy.outage.probes_while_down == 4
     assert (s.ok, s.failed, s.stopped, s.exit_code) == (3, 0, None, 0), (s.failures, s.stopped)
     assert [p["outcome"] for p in s.pauses] == ["resumed"] and s.pauses[0]["rerun"] >= 1
-    assert lines[0].startswith("paused: 2 images in a row failed with backend_unreachable"), lines
+    # 2 images fail in a row (the trip), or 1 when the second finished before the outage began and
+    # the third is held at the end of the input: both pause the same way
+    assert re.match(r"paused: [12] images in a row failed with backend_unreachable", lines[0]), lines
     assert lines[1].startswith("resumed after"), lines
     assert sorted((r["id"], r["status"]) for r in _records(out)) == [
         ("astronaut.png", "ok"), ("chelsea.png", "ok"), ("coffee.png", "ok")]
