@@ -44,11 +44,16 @@ def admission_for(captioner: Any, concurrency: int | None) -> Admission:
     return Admission(MAX_IMAGES, lambda: all(b.demand < b.target for b in backends))
 
 
+def distinct_backends(captioner: Any) -> list[Any]:
+    """The backends behind a ScaleCap (or a ``run.Worker`` around one), each once: a model bound
+    to several roles is one backend (one server to watch, one demand to read)."""
+    inner = captioner if hasattr(captioner, "backends") else getattr(captioner, "captioner", None)
+    backends = getattr(inner, "backends", None)
+    if not isinstance(backends, dict):
+        return []
+    return list({id(b): b for b in backends.values()}.values())
+
+
 def _served(captioner: Any) -> list[Any]:
-    """The distinct backends behind a ScaleCap (or a Worker around one) that report their demand."""
-    inner = captioner if hasattr(captioner, "backends") else getattr(captioner, "captioner", None)  # a run.Worker
-    found: dict[int, Any] = {}
-    for b in (getattr(inner, "backends", None) or {}).values():
-        if hasattr(b, "demand") and hasattr(b, "target"):
-            found[id(b)] = b
-    return list(found.values())
+    """The backends that report their demand (HTTP servers)."""
+    return [b for b in distinct_backends(captioner) if hasattr(b, "demand") and hasattr(b, "target")]

@@ -37,7 +37,7 @@ from typing import Any
 
 from .backends.base import BackendError
 from .breaker import SERVER_KINDS, TRANSIENT_KINDS, Breaker
-from .admission import admission_for
+from .admission import admission_for, distinct_backends
 from .engine import Engine, ItemCaptioner
 from .images import ImageItem
 from .records import CaptionResult
@@ -68,15 +68,12 @@ class OutagePolicy:
 def server_check(captioner: Any) -> Check | None:
     """One probe of every distinct server the captioner's backends talk to, or None if none can be
     probed (in-process models have no outage to wait out)."""
-    backends = getattr(captioner, "backends", None)
-    if not isinstance(backends, dict):
-        return None
-    distinct = {id(b): b for b in backends.values() if callable(getattr(b, "check", None))}
-    if not distinct:
+    servers = [b for b in distinct_backends(captioner) if callable(getattr(b, "check", None))]
+    if not servers:
         return None
 
     async def check() -> None:
-        for backend in distinct.values():
+        for backend in servers:
             await backend.check()
 
     return check
@@ -88,7 +85,8 @@ class ServerRun:
     def __init__(self, captioner: ItemCaptioner, concurrency: int | None, breaker: Breaker,
                  policy: OutagePolicy | None = None, check: Check | None = None,
                  notice: Callable[[str], None] = log.warning) -> None:
-        self.captioner, self.concurrency, self.breaker = captioner, concurrency, breaker
+        self.captioner, self.breaker = captioner, breaker
+        self.admission = admission_for(captioner, concurrency)  # None: by the servers' demand
         self.policy = policy or OutagePolicy()
         self.check, self.notice = check, notice
         self.can_pause = check is not None and self.policy.wait > 0 and breaker.threshold > 0
@@ -105,8 +103,7 @@ class ServerRun:
         """Yield one final result per item admitted, in completion order, until done or stopped."""
         source = iter(items)
         while True:
-            admission = admission_for(self.captioner, self.concurrency)  # None: by the servers' demand
-            results = Engine(self.captioner, admission.max_images, admission.admit).run(self._admit(source))
+            results = Engine(self.captioner, self.admission.max_images, self.admission.admit).run(self._admit(source))
             try:
                 async for result in results:
                     for final in await self._take(result):
