@@ -127,7 +127,7 @@ def caption(
     tagger_workers: Optional[int] = typer.Option(None, help="Processes that run a spaCy tagger, batched across "
                                                  "images (default: one per core, at most 4; 0 = one thread here)."),
     concurrency: Optional[int] = typer.Option(
-        None, help="Images in flight at once (per actor with --ray). Default: with model servers, as many as "
+        None, min=1, help="Images in flight at once (per actor with --ray). Default: with model servers, as many as "
                    "keep each server's max_concurrency requests busy (up to 64); in-process models: 8."),
     store_tokens: bool = typer.Option(False, help="Keep token-level scores in the trace."),
     set_: list[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (e.g. max_tokens_caption=256)."),
