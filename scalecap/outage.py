@@ -95,7 +95,9 @@ class ServerRun:
         self._held: dict[str, tuple[ImageItem, CaptionResult]] = {}
         self._again: deque[tuple[ImageItem, CaptionResult]] = deque()  # released, to run again
         self._reruns: Counter = Counter()
-        self._running: dict[str, tuple[ImageItem, int]] = {}  # admitted, with the pause count then
+        self._running: dict[str, tuple[ImageItem, int, int]] = {}  # admitted, with the pause count and clock then
+        self._clock = 0  # counts admissions and results, in the order this object sees them
+        self._failed_at = -1  # the clock when the last server-side failure was taken
         self._epoch = 0  # pauses resumed so far
         self._proven = True  # an image succeeded since the last resume (or there was none)
 
@@ -132,17 +134,24 @@ class ServerRun:
                 item = next(source, None)
                 if item is None:
                     return
-            self._running[item.id] = (item, self._epoch)
+            self._clock += 1
+            self._running[item.id] = (item, self._epoch, self._clock)
             yield item
 
     async def _take(self, result: CaptionResult) -> list[CaptionResult]:
         """The records ``result`` makes final now (none when it is held), pausing on a trip."""
-        item, epoch = self._running.pop(result.id, (None, self._epoch))
+        item, epoch, admitted = self._running.pop(result.id, (None, self._epoch, self._clock))
+        self._clock += 1
         # an image admitted before the last resume failed during the outage already: no news
         stale = epoch < self._epoch and result.status == "failed" and result.error_kind in TRANSIENT_KINDS
-        trip = None if stale else self.breaker.observe(result)
+        # an answer to a request sent before the last server failure was seen says nothing about the
+        # server now (several images end in one turn, in no particular order)
+        early = result.status in ("ok", "rejected") and admitted < self._failed_at
+        trip = None if stale or early else self.breaker.observe(result)
+        if not stale and result.status == "failed" and result.error_kind in SERVER_KINDS:
+            self._failed_at = self._clock
         out = [result]
-        if result.status == "ok":
+        if result.status == "ok" and not early:
             self._proven = True
             self._release()  # the server answers: what the outage failed can run again
         elif self._holds(result, item):

@@ -251,3 +251,50 @@ def test_the_http_client_names_server_side_failures(closed_port):
         server.server_close()
     assert kinds == ["backend_unreachable", "backend_auth", "backend_auth", "backend_not_found", None,
                      "backend_unreachable", "backend_unreachable", None]  # 502/503 after every retry: down
+
+
+class _AnswerFromBefore(FakeCaptioner):
+    """``b`` was sent before the outage and answers after ``a`` failed; ``c`` fails after ``b``'s
+    answer. Events fix that order whatever the thread pool does."""
+
+    def __init__(self, server: _Server) -> None:
+        super().__init__()
+        self.server, self.failures = server, 0
+        self.a_failed, self.b_answered = asyncio.Event(), asyncio.Event()
+        self.backends = {"captioner": server}
+
+    async def caption_item(self, item):
+        if item.id == "b.png":
+            await self.a_failed.wait()
+            result = await super().caption_item(item)
+            self.b_answered.set()
+            return result
+        if item.id == "c.png":
+            await self.b_answered.wait()
+        if self.server.state == "up":
+            return await super().caption_item(item)
+        self.calls.append(item.id)
+        self.failures += 1
+        if item.id == "a.png":
+            self.a_failed.set()
+        return CaptionResult(id=item.id, source=item.source, status="failed", error_kind="backend_unreachable",
+                             error="POST /v1/chat/completions to fake failed after 7 attempt(s)",
+                             fingerprint=self.fingerprint)
+
+
+def test_an_answer_to_a_request_sent_before_the_failures_neither_resets_the_streak_nor_re_runs(tmp_path):
+    """``b`` answers between ``a``'s and ``c``'s failures, but was admitted before ``a`` failed: it says
+    nothing about the server now, so ``a`` stays held (no re-run into the outage) and the streak of two
+    trips the pause, after which both run once more."""
+    d = tmp_path / "abc"
+    d.mkdir()
+    for name in "abc":
+        (d / f"{name}.png").write_bytes(png_bytes(8, 8))
+    server = _Server(up_after_probes=1)
+    server.state = "down"
+    captioner = _AnswerFromBefore(server)
+    s = run_job(captioner, CaptionJob(inputs=[str(d)], output=tmp_path / "o.jsonl", concurrency=3, stop_after=2,
+                                      outage=FAST))
+    assert (s.ok, s.failed, s.exit_code) == (3, 0, 0)
+    assert captioner.failures == 2 and sorted(captioner.calls) == ["a.png", "a.png", "b.png", "c.png", "c.png"]
+    assert server.probes == 1  # the trip's probe; with the streak reset by b, a would have re-run at once
