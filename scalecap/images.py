@@ -56,6 +56,25 @@ class ImageItem:
         return cls(id=id or p.name, source=str(p), loader=p.read_bytes)
 
 
+#: What ``ScaleCap.caption`` accepts as an image.
+ImageLike = str | Path | bytes | Image.Image | ImageItem
+
+
+def as_item(image: ImageLike, id: str | None) -> ImageItem:
+    """One work item from a path, encoded bytes, a PIL image (kept losslessly as PNG) or an item."""
+    if isinstance(image, ImageItem):
+        return image
+    if isinstance(image, (str, Path)):
+        return ImageItem.from_path(image, id=id)
+    if isinstance(image, bytes):
+        return ImageItem(id=id or "image", source="<bytes>", data=image)
+    if isinstance(image, Image.Image):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return ImageItem(id=id or "image", source="<PIL.Image>", data=buf.getvalue())
+    raise TypeError(f"cannot caption a {type(image).__name__}: pass a path, bytes, a PIL image or an ImageItem")
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, list[str]]:
     """Decode bytes to an RGB image; return it with notes on what was done to it.
 

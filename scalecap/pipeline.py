@@ -27,21 +27,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from ._sync import run_sync
-from .backends import Backend, ChatPrompt, Generation, GenerationParams, ImageRef, model_config_from, open_backend
+from .backends import Backend, ChatPrompt, Generation, GenerationParams, ImageRef
 from .backends.base import CapabilityError
 from .budget import budget_for, content_words
-from .config import ModelConfig, Settings, fingerprint_fields, stable_hash
+from .config import Settings, fingerprint_fields, stable_hash
 from .context import ContextGuard, ContextOverflow
 from .correction import self_correct
-from .images import ImageError, ImageItem, image_ref
+from .images import ImageError, ImageItem, ImageLike, as_item, image_ref
 from .prompts import PromptSet, load_preset
 from .rating import RatedText, rate_text
+from .roles import backend_name, bind_roles, check_roles, writer_window
 from .records import CaptionResult, Correction, FilterHit, Fingerprint, Question, Summaries
 from .screen import Screen
 from .evidence import OcrTool
@@ -54,7 +52,6 @@ from .text.instructions import (OBJECT_TEMPLATE, POSITION_TEMPLATE, first_senten
                                 object_key, parse_instructions, plan_objects)
 
 log = logging.getLogger(__name__)
-ImageLike = str | Path | bytes | Image.Image | ImageItem
 _Trace = Trace  # the name older callers import
 
 
@@ -77,7 +74,7 @@ class ScaleCap:
         judged = self.settings.judge_filter
         if judge is not None and not judged:
             raise ValueError("judge= binds the judge model; turn the post-filter on with judge_filter=True (--judge)")
-        self.backends = _bind_roles(model, captioner=captioner, scorer=scorer, writer=writer,
+        self.backends = bind_roles(model, captioner=captioner, scorer=scorer, writer=writer,
                                     **({"router": router} if routed else {}), **({"judge": judge} if judged else {}))
         self.captioner, self.scorer, self.writer = (self.backends[r] for r in ("captioner", "scorer", "writer"))
         self.prompts: PromptSet = load_preset(self.settings.preset)
@@ -87,13 +84,13 @@ class ScaleCap:
         # POS tagging runs beside the scoring passes, batched across images on worker processes
         # (``tagger_workers``; it does not change results, so it is not a setting).
         self._tagging = TaggingPool(self.tagger, tagger_workers)
-        self._check_roles()
+        check_roles(self.captioner, self.scorer, self.settings)
         if self.scorer is not self.captioner:
             log.warning("the scorer (%s) is not the captioner (%s): captions are rated by another model than the one "
-                        "that wrote them (METHOD section 7); recorded in the fingerprint", _name(self.scorer),
-                        _name(self.captioner))
+                        "that wrote them (METHOD section 7); recorded in the fingerprint", backend_name(self.scorer),
+                        backend_name(self.captioner))
         self.constrained = bool(self.settings.constrain_instructions and self.writer.capabilities.can_constrain)
-        self.guard = ContextGuard(self.writer.count_tokens, lambda: _window(self.writer, self.settings),
+        self.guard = ContextGuard(self.writer.count_tokens, lambda: writer_window(self.writer, self.settings),
                                   self.settings.max_tokens_summary, self.prompts.system)
         self.budget = budget_for(self.settings, self._content_words)
         self.domains = load_domains(self.settings.domains_dir)
@@ -111,13 +108,13 @@ class ScaleCap:
         return run_sync(self.acaption(image, id=id))
 
     async def acaption(self, image: ImageLike, id: str | None = None) -> CaptionResult:
-        return await self.caption_item(_as_item(image, id))
+        return await self.caption_item(as_item(image, id))
 
     def caption_many(self, images: Iterable[ImageLike], concurrency: int = 8) -> Iterator[CaptionResult]:
         """Caption many images, many in flight at once; yields results as they finish."""
         from .engine import Engine
 
-        items = (_as_item(im, None) for im in images)
+        items = (as_item(im, None) for im in images)
         yield from Engine(self, concurrency=concurrency).run_sync(items)
 
     async def caption_item(self, item: ImageItem) -> CaptionResult:
@@ -364,20 +361,6 @@ class ScaleCap:
         return [content_words(text, sp) for text, sp in zip(texts, spans)]
 
     # ------------------------------------------------------------------ set-up
-    def _check_roles(self) -> None:
-        """Fail before any image is processed if a role's model cannot do its job."""
-        if not self.captioner.capabilities.vision:
-            raise CapabilityError(f"the captioner ({_name(self.captioner)}) cannot take images: bind a vision model")
-        if not self.scorer.capabilities.can_score:
-            raise CapabilityError(
-                f"the scorer ({_name(self.scorer)}) cannot return prompt log-probs (closed APIs and Ollama cannot): "
-                "bind the scorer role to an open model, in-process (transformers/vLLM) or on a vLLM/SGLang server")
-        if not self.scorer.capabilities.vision:
-            raise CapabilityError(f"the scorer ({_name(self.scorer)}) cannot take images: bind a vision model")
-        if self.settings.score_mode == "logit" and not self.scorer.capabilities.has_logits:
-            raise CapabilityError(f"score mode 'logit' needs raw logits, which {_name(self.scorer)} does not return; "
-                                  "use --score-mode prob or logprob")
-
     def _make_fingerprint(self) -> Fingerprint:
         models = {role: b.describe() for role, b in self.backends.items()}
         fields = fingerprint_fields(models, self.settings, self.prompts.sha256[:16], self.tagger.name)
@@ -389,51 +372,6 @@ class ScaleCap:
         if self.judge is not None:
             fields["settings"]["judge_prompt_hash"] = stable_hash(self.prompts.judge)
         return Fingerprint(id=stable_hash(fields), **fields)
-
-
-def _bind_roles(model: Any, **roles: Any) -> dict[str, Backend]:
-    """Open one backend per distinct model config; a model playing several roles is loaded once."""
-    opened: dict[str, Backend] = {}
-    bound: dict[str, Backend] = {}
-    for role, spec in roles.items():
-        if spec is None and role in ("scorer", "router", "judge"):
-            spec = roles["captioner"]  # METHOD section 2: rate with the model that wrote the text
-        spec = spec if spec is not None else model
-        if spec is None:
-            raise ValueError(f"no model for the {role} role: pass model=... or {role}=...")
-        if isinstance(spec, (str, dict, ModelConfig)):
-            config = model_config_from(spec)
-            key = config.model_dump_json()
-            if key not in opened:
-                opened[key] = open_backend(config)
-            bound[role] = opened[key]
-        elif isinstance(spec, Backend):
-            bound[role] = spec
-        else:
-            raise TypeError(f"{role}: expected a model id/path, a ModelConfig or a Backend, got {type(spec).__name__}")
-    return bound
-
-
-def _as_item(image: ImageLike, id: str | None) -> ImageItem:
-    if isinstance(image, ImageItem):
-        return image
-    if isinstance(image, (str, Path)):
-        return ImageItem.from_path(image, id=id)
-    if isinstance(image, bytes):
-        return ImageItem(id=id or "image", source="<bytes>", data=image)
-    if isinstance(image, Image.Image):
-        import io
-
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        return ImageItem(id=id or "image", source="<PIL.Image>", data=buf.getvalue())
-    raise TypeError(f"cannot caption a {type(image).__name__}: pass a path, bytes, a PIL image or an ImageItem")
-
-
-def _window(writer: Backend, settings: Settings) -> int | None:
-    """The writer's window: the server's, the ``context_window`` setting, or the smaller of both."""
-    known = [w for w in (writer.capabilities.context_window, settings.context_window) if w]
-    return min(known) if known else None
 
 
 def _detail_lines(golden: list[str], per_sentence: list[list[str]], questions: list[Question]) -> list[str]:
@@ -464,10 +402,6 @@ def _position_lines(questions: list[Question]) -> list[str]:
 
 def _kept(q: Question) -> str:
     return " ".join(s.text for s in q.answer_sentences if s.kept)
-
-
-def _name(backend: Backend) -> str:
-    return str(backend.describe().get("model", type(backend).__name__))
 
 
 __all__ = ["ScaleCap", "STAGES"]
