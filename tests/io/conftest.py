@@ -115,7 +115,8 @@ def _serve(host: str, port: int = 0, wrap=None) -> tuple[http.server.ThreadingHT
     if wrap is not None:  # e.g. a TLS context's wrap_socket
         server.socket = wrap(server.socket)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # a short poll: shutdown() waits up to one poll interval, at every test's teardown
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return server, seen
 
 
