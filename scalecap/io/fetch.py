@@ -17,6 +17,16 @@ never into a crash, a hang or an unbounded buffer:
   loopback, private or link-local address is ``private_url`` unless ``allow_private_urls``, checked
   again at every redirect hop (redirects are followed here, at most ``MAX_REDIRECTS``).
 
+The target check cannot be a lookup before the request: the client would resolve the name again
+when it connects, and a hostile DNS server can answer a public address to the check and 127.0.0.1
+to the connect (DNS rebinding). So, unless private targets are allowed, the client's transport is
+``pinned.PinnedTransport``: the name is resolved once, at connect time, every answer is checked,
+and the socket goes to exactly a checked address, while the Host header, the TLS SNI and the
+certificate check keep the URL's host name (see ``pinned`` for why that holds for http and https
+and for every redirect hop). That client ignores ``HTTP(S)_PROXY`` (a proxy resolves names itself,
+beyond the check); with ``allow_private_urls`` there is nothing to check and the environment's
+proxy settings apply as httpx's defaults do.
+
 One ``httpx.Client`` is shared per process and per configuration (connection pooling; the client
 is thread-safe, and loaders run on the pipeline's worker threads). Loaders hold only the URL and the
 configuration, so items pickle to Ray workers.
@@ -24,8 +34,6 @@ configuration, so items pickle to Ray workers.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -85,8 +93,13 @@ def _client(config: FetchConfig):
         client = _clients.get(config)
         if client is None:
             timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
+            options: dict = {}
+            if not config.allow_private_urls:
+                from .pinned import PinnedTransport
+
+                options = dict(transport=PinnedTransport(), trust_env=False)
             client = httpx.Client(timeout=timeout, follow_redirects=False,
-                                  headers={"User-Agent": config.user_agent})
+                                  headers={"User-Agent": config.user_agent}, **options)
             _clients[config] = client
         return client
 
@@ -145,43 +158,23 @@ def check_url(url: str) -> None:
         raise ImageError("bad_url", f"malformed URL {_show(url)!r}: no host")
 
 
-def check_target(url: str, config: FetchConfig) -> None:
-    """Refuse (``private_url``) a URL whose host resolves to a loopback, private, link-local or
-    otherwise non-global address, unless ``config.allow_private_urls``: a manifest from the web
-    must not make the captioning machine read its own services or cloud metadata endpoint.
-
-    Called for the URL and for every redirect hop. The address is checked at resolution time; a
-    DNS server that answers differently a moment later (rebinding) is not defended against."""
-    if config.allow_private_urls:
-        return
-    import httpx
-
-    host = httpx.URL(url).host
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise ImageError("connection", f"{_show(url)}: cannot resolve {host!r} ({exc})") from None
-    for info in infos:
-        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        mapped = getattr(ip, "ipv4_mapped", None)
-        if not (mapped or ip).is_global:
-            raise ImageError("private_url", f"{_show(url)}: {host} is {ip}, a loopback, private or link-local "
-                                            "address; refused (--allow-private-urls fetches it)")
-
-
 def _fetch_once(url: str, config: FetchConfig) -> bytes:
+    from .pinned import TargetRefused
+
     deadline = time.monotonic() + config.total_timeout
     for _ in range(MAX_REDIRECTS + 1):  # redirects are followed here, so that every hop is checked
-        check_target(url, config)
-        with _client(config).stream("GET", url) as response:
-            if response.is_redirect:
-                location = response.headers.get("location", "")
-                url = str(response.url.join(location))
-                if not url.lower().startswith(("http://", "https://")):
-                    raise ImageError("bad_url", f"redirected to {_show(url)!r}, not an http(s) URL")
-                check_url(url)
-                continue
-            return _read_body(response, url, config, deadline)
+        try:
+            with _client(config).stream("GET", url) as response:
+                if response.is_redirect:
+                    location = response.headers.get("location", "")
+                    url = str(response.url.join(location))
+                    if not url.lower().startswith(("http://", "https://")):
+                        raise ImageError("bad_url", f"redirected to {_show(url)!r}, not an http(s) URL")
+                    check_url(url)
+                    continue
+                return _read_body(response, url, config, deadline)
+        except TargetRefused as exc:  # raised by the pinned transport's connect: nothing was sent
+            raise ImageError(exc.kind, f"{_show(url)}: {exc.detail}") from None
     raise ImageError("too_many_redirects", f"{_show(url)}: more than {MAX_REDIRECTS} redirects")
 
 

@@ -108,6 +108,9 @@ class FileLoader:
             if problem:
                 raise ImageError(PATH_OUTSIDE_ROOT, problem)
         if not p.exists():
+            if p.is_symlink():
+                raise ImageError(BROKEN_LINK, f"a symbolic link to a missing file (or a link loop): {self.path}"
+                                              f" -> {_link_target(p)}")
             raise ImageError("missing", f"file not found: {self.path}")
         if not p.is_file():
             raise ImageError("not_a_file", f"not a regular file: {self.path}")
@@ -123,6 +126,24 @@ class FailLoader:
 
     def __call__(self) -> bytes:
         raise ImageError(self.kind, self.message)
+
+
+#: The error_kind of a symbolic link whose target does not exist (or that loops).
+BROKEN_LINK = "broken_link"
+
+
+def _link_target(p: Path) -> str:
+    try:
+        return os.readlink(p)
+    except OSError as exc:
+        return f"(unreadable: {exc.strerror})"
+
+
+def _listed(p: Path) -> bool:
+    """Whether a folder or glob listing yields ``p``: a regular file (links followed), or a dangling
+    symbolic link, which would otherwise vanish from the run without a record; it is listed so that
+    its read fails as ``broken_link``."""
+    return p.is_file() or (p.is_symlink() and not p.exists())
 
 
 #: The error_kind of a manifest path that resolves outside its root.
@@ -257,7 +278,7 @@ class FileSource(Source):
 def _list_files(spec: str) -> Iterator[tuple[Path, str]]:
     path = Path(spec)
     if path.is_dir():
-        files = sorted((p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        files = sorted((p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and _listed(p)),
                        key=lambda p: p.relative_to(path).as_posix())
         for f in files:
             yield f, f.relative_to(path).as_posix()
@@ -265,7 +286,7 @@ def _list_files(spec: str) -> Iterator[tuple[Path, str]]:
         base = _glob_base(spec)
         matches = sorted(Path(m) for m in globlib.glob(spec, recursive=True))
         for m in matches:
-            if m.is_file():
+            if _listed(m):
                 yield m, (m.relative_to(base).as_posix() if base and _is_relative_to(m, base) else m.name)
     else:
         # A single file; a missing one becomes a per-item failure record, not a crash.

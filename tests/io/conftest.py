@@ -36,11 +36,14 @@ def small_folder(tmp_path) -> Path:
 # ---------------------------------------------------------------------------------------- http
 class _Handler(http.server.BaseHTTPRequestHandler):
     routes: dict = {}
+    #: The paths requested, in order (a fresh list per server).
+    seen: list = []
 
     def log_message(self, *args):  # quiet
         pass
 
     def do_GET(self):  # noqa: N802
+        self.seen.append(self.path)
         route = self.routes.get(self.path)
         if route is None:
             self.send_error(404, "Not Found")
@@ -87,10 +90,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
 
 
-@pytest.fixture()
-def http_server():
-    """A local HTTP server on 127.0.0.1 with routes for every failure the fetcher handles."""
-    routes = {
+def _routes() -> dict:
+    return {
         "/ok.png": ("image", png_bytes(20, 10), "image/png"),
         "/ok.jpg": ("image", jpeg_bytes(22, 11), "image/jpeg"),
         "/octet.png": ("image", png_bytes(8, 8), "application/octet-stream"),
@@ -104,17 +105,57 @@ def http_server():
         "/redirect-loop": ("redirect", "127.0.0.1", "/redirect-loop"),
         "/redirect-to-localhost": ("redirect", "localhost", "/ok.png"),
     }
-    handler = type("H", (_Handler,), {"routes": routes})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+
+
+def _serve(host: str, port: int = 0, wrap=None) -> tuple[http.server.ThreadingHTTPServer, list]:
+    """A started server on ``host:port`` with the test routes, and the list of paths it was asked for."""
+    seen: list = []
+    handler = type("H", (_Handler,), {"routes": _routes(), "seen": seen})
+    server = http.server.ThreadingHTTPServer((host, port), handler)
+    if wrap is not None:  # e.g. a TLS context's wrap_socket
+        server.socket = wrap(server.socket)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield base
-    finally:
+    # a short poll: shutdown() waits up to one poll interval, at every test's teardown
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server, seen
+
+
+def _stop(*servers: http.server.ThreadingHTTPServer) -> None:
+    for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture()
+def http_server():
+    """A local HTTP server on 127.0.0.1 with routes for every failure the fetcher handles."""
+    server, _ = _serve("127.0.0.1")
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        _stop(server)
+
+
+@pytest.fixture()
+def twin_servers():
+    """Start two servers on one port: a stand-in for a public host on 127.0.0.2 and the "private"
+    service on 127.0.0.1 that a rebinding DNS answer points at. ``start(wrap=None)`` returns (port,
+    paths asked of the public one, paths asked of the private one); ``wrap`` (a TLS context's
+    ``wrap_socket``) makes the public one https."""
+    started: list = []
+
+    def start(wrap=None) -> tuple[int, list, list]:
+        private, private_seen = _serve("127.0.0.1")
+        started.append(private)
+        port = private.server_address[1]
+        public, public_seen = _serve("127.0.0.2", port, wrap)
+        started.append(public)
+        return port, public_seen, private_seen
+
+    try:
+        yield start
+    finally:
+        _stop(*started)
 
 
 @pytest.fixture()

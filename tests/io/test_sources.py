@@ -45,6 +45,22 @@ def test_single_file_glob_and_missing_file(small_folder):
     assert ids(recursive) == ["a.png", "sub dir/c.png", "çafé ☕.png"]
 
 
+def test_a_dangling_symlink_in_a_folder_is_listed_and_fails_as_broken_link(small_folder):
+    (small_folder / "sub dir" / "gone.png").symlink_to(small_folder / "deleted.png")
+    (small_folder / "sub dir" / "gone.txt").symlink_to(small_folder / "deleted.txt")  # not an image name
+    (small_folder / "loop.jpg").symlink_to("loop.jpg")
+    items = {i.id: i for i in open_source([str(small_folder)])}
+    assert sorted(items) == ["a.png", "b photo.jpg", "loop.jpg", "sub dir/c.png", "sub dir/d.webp", "sub dir/e.gif",
+                             "sub dir/gone.png", "çafé ☕.png"]
+    for name in ("sub dir/gone.png", "loop.jpg"):
+        with pytest.raises(ImageError) as exc:
+            items[name].read_bytes()
+        assert exc.value.kind == "broken_link" and "->" in str(exc.value), name
+    assert "deleted.png" in str(pytest.raises(ImageError, items["sub dir/gone.png"].read_bytes).value)
+    assert items["a.png"].read_bytes()[:4] == b"\x89PNG"
+    assert ids(open_source([str(small_folder / "sub dir" / "*.png")])) == ["c.png", "gone.png"]  # globs too
+
+
 def test_jsonl_and_csv_manifests_resolve_relative_paths_and_keep_metadata(small_folder, tmp_path):
     man = tmp_path / "m" / "manifest.jsonl"
     man.parent.mkdir()

@@ -66,6 +66,10 @@ def build(root: Path, base_url: str) -> tuple[list[str], dict[str, str], int, in
     with open(os.path.join(os.fsencode(folder), b"caf\xe9.png"), "wb") as f:
         f.write(png_bytes(12, 12))
     bad["caf\\xe9.png"] = "bad_name"
+    (folder / "dangling.png").symlink_to(folder / "deleted.png")  # a link to a file that is gone
+    bad["dangling.png"] = "broken_link"
+    (folder / "loop.jpg").symlink_to("loop.jpg")  # a link to itself
+    bad["loop.jpg"] = "broken_link"
 
     # -- a JSONL manifest (paths relative to its folder, which is the root for them)
     man = root / "manifest"
