@@ -5,11 +5,18 @@ multimodal encoder cache are keyed by the request's bytes/tokens) if every one o
 carries exactly the same image bytes. So each image is resized to the model's pixel budget and
 encoded a single time, keyed by ``ImageRef.key``, and the data URL is reused from a bounded LRU.
 
-PNG, not JPEG: PNG is lossless, so a server scorer sees exactly the pixels an in-process scorer (or
-captioner) sees, which is what makes server and transformers scores agree to 1e-4. JPEG would be
-3-10x smaller on the wire, but it changes the pixels (and so the scores) and its bytes depend on the
-encoder's quality settings. On loopback or a LAN the size does not matter; compress level 1 keeps the
-one-off encoding cheap (~10 ms for a 512x512 photo).
+Lossless, never JPEG: a server scorer must see exactly the pixels an in-process scorer (or captioner)
+sees, which is what makes server and transformers scores agree to 1e-4. JPEG would be 3-10x smaller
+on the wire, but it changes the pixels (and so the scores) and its bytes depend on the encoder's
+quality settings.
+
+BMP to vLLM and SGLang, PNG to every other server. Both carry the same 8-bit RGB pixels, but a
+server decodes the image of every request that carries it, and a 532x364 photo costs ~14 ms to
+encode and ~5.5 ms to decode as PNG (compress level 1) against 0.3 and 0.2 ms as BMP, at 1.8x the
+bytes (measured here, 640 px photos). Per image that is one encoding on the client and a decoding
+for each of its 2 + 4N requests on the server, which on loopback or a LAN outweighs the bytes.
+Those two servers open images with PIL, which reads BMP; the OpenAI API and Ollama accept only the
+common web formats, so they get PNG.
 """
 
 from __future__ import annotations
@@ -36,14 +43,28 @@ def fit_pixels(image: Image.Image, max_pixels: int | None) -> Image.Image:
     return image.resize(size, Image.Resampling.BICUBIC)
 
 
+#: The lossless encodings a data URL may carry: format -> (PIL format, MIME type, PIL options).
+ENCODINGS = {"png": ("PNG", "image/png", {"compress_level": 1}), "bmp": ("BMP", "image/bmp", {})}
+
+
 def encode_png(image: Image.Image) -> bytes:
+    return encode(image, "png")
+
+
+def encode(image: Image.Image, fmt: str = "png") -> bytes:
+    """The image's 8-bit RGB pixels, losslessly, as ``fmt`` (a key of ``ENCODINGS``)."""
+    pil_format, _, options = ENCODINGS[fmt]
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG", compress_level=1)
+    image.convert("RGB").save(buf, format=pil_format, **options)
     return buf.getvalue()
 
 
+def data_url(image: Image.Image, fmt: str = "png") -> str:
+    return f"data:{ENCODINGS[fmt][1]};base64," + base64.b64encode(encode(image, fmt)).decode("ascii")
+
+
 class DataURLCache:
-    """``ImageRef`` -> ``data:image/png;base64,...``, computed once per (key, pixel budget).
+    """``ImageRef`` -> ``data:image/...;base64,...``, computed once per (key, pixel budget, format).
 
     The budget is ``max_pixels`` (``fit_pixels``) or any hashable tag with its own ``fit``
     (e.g. ``pixel_budget.ProcessorResize``).
@@ -54,19 +75,19 @@ class DataURLCache:
 
     def __init__(self, max_items: int = 256, max_chars: int = 512 << 20) -> None:
         self.max_items, self.max_chars = max_items, max_chars
-        self._urls: OrderedDict[tuple[str, Hashable], str] = OrderedDict()
+        self._urls: OrderedDict[tuple[str, Hashable, str], str] = OrderedDict()
         self._chars = 0
         self._lock = threading.Lock()
         self.hits = self.misses = self.bytes_encoded = 0
 
-    def peek(self, image: ImageRef, max_pixels: Hashable) -> str | None:
+    def peek(self, image: ImageRef, max_pixels: Hashable, fmt: str = "png") -> str | None:
         """The cached URL, or None (cheap enough for the event loop; ``get`` may encode)."""
         with self._lock:
-            return self._urls.get((image.key, max_pixels))
+            return self._urls.get((image.key, max_pixels, fmt))
 
     def get(self, image: ImageRef, max_pixels: Hashable,
-            fit: Callable[[Image.Image], Image.Image] | None = None) -> str:
-        key = (image.key, max_pixels)
+            fit: Callable[[Image.Image], Image.Image] | None = None, fmt: str = "png") -> str:
+        key = (image.key, max_pixels, fmt)
         with self._lock:
             url = self._urls.get(key)
             if url is not None:
@@ -74,7 +95,7 @@ class DataURLCache:
                 self.hits += 1
                 return url
         pil = fit(image.pil) if fit is not None else fit_pixels(image.pil, max_pixels)  # type: ignore[arg-type]
-        url = "data:image/png;base64," + base64.b64encode(encode_png(pil)).decode("ascii")
+        url = data_url(pil, fmt)
         self.bytes_encoded += len(url)
         with self._lock:
             self.misses += 1

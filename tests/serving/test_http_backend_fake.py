@@ -60,13 +60,39 @@ async def test_generation_requests_carry_every_decoding_setting(fake_vllm, astro
     system, user = body["messages"]
     assert system == {"role": "system", "content": "You are helpful."}
     image, question = user["content"]  # the image before the question (prefix-friendly)
-    assert image["image_url"]["url"].startswith("data:image/png;base64,") and question["text"] == "Describe the image."
+    assert image["image_url"]["url"].startswith("data:image/bmp;base64,") and question["text"] == "Describe the image."
     prompt, _ = fake_vllm.template(body["messages"])
     assert g.prompt_tokens == len(prompt)
     # a regex goes as vLLM's structured_outputs
     await backend.generate(ChatPrompt("List."), GenerationParams(max_tokens=9, regex=r"Describe [a-z]+\."))
     assert fake_vllm.bodies[-1]["structured_outputs"] == {"regex": r"Describe [a-z]+\."}
     await backend.aclose()
+
+
+async def test_a_closed_api_gets_png_images_and_vllm_gets_the_same_pixels_as_bmp(fake_closed_api, fake_vllm, astronaut):
+    """BMP only where the server decodes it with PIL (images_http.py); the pixels are equal either way."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    closed = fake_closed_api()
+    api = OpenAIBackend(ModelConfig(backend="openai", model="gpt-fake", api_base=closed.api_base))
+    await api.probe()
+    await api.generate(ChatPrompt("Describe the image.", None, astronaut), GenerationParams(max_tokens=5))
+    png_url = closed.bodies[-1]["messages"][0]["content"][0]["image_url"]["url"]
+    assert api.server == "unknown" and png_url.startswith("data:image/png;base64,")
+    vllm = OpenAIBackend(cfg(fake_vllm))
+    await vllm.probe()
+    fake_vllm.reply = lambda body: "A cat."
+    await vllm.generate(ChatPrompt("Describe the image.", None, astronaut), GenerationParams(max_tokens=5))
+    bmp_url = fake_vllm.bodies[-1]["messages"][0]["content"][0]["image_url"]["url"]
+    assert bmp_url.startswith("data:image/bmp;base64,")
+    pixels = [Image.open(io.BytesIO(base64.b64decode(u.split(",", 1)[1]))) for u in (png_url, bmp_url)]
+    assert [im.format for im in pixels] == ["PNG", "BMP"] and pixels[0].mode == pixels[1].mode == "RGB"
+    assert pixels[0].tobytes() == pixels[1].tobytes()
+    await api.aclose()
+    await vllm.aclose()
 
 
 @pytest.mark.parametrize("with_image", [True, False])

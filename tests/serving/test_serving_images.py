@@ -87,3 +87,30 @@ async def test_processor_resize_keeps_tokens_and_scores_and_sends_fewer_bytes(vl
     assert resized._images.bytes_encoded < full._images.bytes_encoded * 0.9
     await resized.aclose()
     await full.aclose()
+
+
+class AsPNG(OpenAIBackend):
+    """The same backend sending PNG, as before BMP became vLLM's encoding."""
+
+    @property
+    def image_format(self) -> str:
+        return "png"
+
+
+async def test_bmp_images_give_the_scores_of_png_on_the_server(vllm_server, fault_proxy, photos):
+    """The same pixels either way (both lossless 8-bit RGB): identical text, tokens and scores."""
+    bmp = backend_at(fault_proxy.api_base, reuse_logprobs=False)
+    await bmp.probe()
+    assert bmp.server == "vllm" and bmp.image_format == "bmp"
+    fault_proxy.bodies.clear()
+    a = await run(bmp, photos)
+    urls = [json.loads(b)["messages"][1]["content"][0]["image_url"]["url"] for b in fault_proxy.bodies if b"messages" in b]
+    assert len(urls) == 4 and all(u.startswith("data:image/bmp;base64,") for u in urls)
+    png = AsPNG(ModelConfig(backend="openai", model=SERVED_NAME, api_base=vllm_server.api_base, reuse_logprobs=False))
+    b = await run(png, photos)
+    assert png._images.misses == 2 and all(k[2] == "png" for k in png._images._urls)
+    for x, y in zip(a, b):
+        assert x[:3] == y[:3] and x[4] == y[4]
+        assert max(abs(p - q) for p, q in zip(x[3], y[3])) <= 1e-4
+    await bmp.aclose()
+    await png.aclose()

@@ -227,7 +227,7 @@ def test_self_correction_and_auto_budget_all_roles_on_the_server(vllm_server, fa
     assert roles == ["system", "user", "assistant", "user"]
     first = turn["messages"][1]["content"]
     assert [p["type"] for p in first] == ["image_url", "text"] and first[1]["text"] == prompts.caption
-    assert first[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert first[0]["image_url"]["url"].startswith("data:image/bmp;base64,")  # vLLM decodes BMP (images_http.py)
     assert turn["messages"][2]["content"] == r.final_caption
     assert sum("image_url" in json.dumps(m) for m in turn["messages"]) == 1
     # the rating of the corrected sentences conditions on P_cap alone, never on the correction turn
