@@ -1,7 +1,7 @@
 """A captioning job: the local *distributor* that wires reader, worker and writer together.
 
     source (scalecap.io.sources)  ->  worker (pre-filters + captioner, many in flight: Engine)
-                                  ->  journal + sink (scalecap.io.journal, scalecap.io.sinks)
+                                  ->  the output: journal + sink (scalecap.io.output)
 
 This is what the CLI's ``caption`` command is a thin wrapper of, and what a Python user calls to
 caption a dataset::
