@@ -1,7 +1,7 @@
 """A captioning job: the local *distributor* that wires reader, worker and writer together.
 
     source (scalecap.io.sources)  ->  worker (pre-filters + captioner, many in flight: Engine)
-                                  ->  journal + sink (scalecap.io.journal, scalecap.io.sinks)
+                                  ->  the output: journal + sink (scalecap.io.output)
 
 This is what the CLI's ``caption`` command is a thin wrapper of, and what a Python user calls to
 caption a dataset::
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -42,15 +41,8 @@ from .breaker import DEFAULT_THRESHOLD, Breaker
 from .filters import FilterSet, Probe, Rejection
 from .images import DEFAULT_MAX_PIXELS, ImageError, ImageItem
 from .io.fetch import FetchConfig
-from .io.journal import (
-    Journal,
-    atomic_write_bytes,
-    check_fingerprint,
-    compact,
-    read_journal,
-)
-from .io.lock import OutputLock
-from .io.sinks import Sink, SinkError, SinkItemError, open_sink
+from .io.output import Output, read_done_ids
+from .io.sinks import SinkError, open_sink
 from .io.sources import IMAGE_SUFFIXES, FailLoader, Source, SourceOptions, local_path, open_source
 from .outage import OutagePolicy, ServerRun, server_check
 from .pricing import Prices
@@ -291,11 +283,6 @@ def iter_image_files(inputs: list[str]) -> Iterator[ImageItem]:
     return iter(open_source(inputs, "files"))
 
 
-def read_done_ids(output: Path) -> set[str]:
-    """Ids that have a final record in a journal (a torn last line is cut off)."""
-    return read_journal(Path(output), retry_failed=True).done
-
-
 def fingerprint_id(captioner: Any) -> str | None:
     return getattr(getattr(captioner, "fingerprint", None), "id", None)
 
@@ -312,57 +299,29 @@ def run_job(captioner: Any, job: CaptionJob, on_result: Callable[[CaptionResult]
     if sink.format == "sidecar" and not source.may_have_local_files:
         raise SinkError("sidecar captions are written beside local image files; this input has none "
                         "(use --format jsonl, parquet or wds)")
-    with OutputLock(sink.lock_path, job.output):  # one writer per output, before anything is read or deleted
-        return _run_locked(captioner, job, source, sink, summary, progress, on_result)
+    # one writer per output: the lock is taken before anything is read or deleted
+    with Output.open(sink, resume=job.resume, retry_failed=job.retry_failed, fingerprint=fingerprint_id(captioner),
+                     allow_mixed=job.allow_mixed_fingerprints) as out:
+        return _run_open(captioner, job, source, out, summary, progress, on_result)
 
 
-def _run_locked(captioner: Any, job: CaptionJob, source: Source, sink: Sink, summary: JobSummary,
-                progress: JobProgress, on_result: Callable[[CaptionResult], None] | None) -> JobSummary:
-    if not job.resume:
-        sink.reset()
-    committed = sink.open()
-    try:
-        state = read_journal(sink.journal_path, retry_failed=job.retry_failed, committed=committed,
-                             sink_accepts=sink.accepts)
-        check_fingerprint(state, fingerprint_id(captioner), job.allow_mixed_fingerprints, sink.journal_path)
-    except BaseException:
-        sink.close()
-        raise
-    summary.output_counts.update({k: v for k, v in state.counts.items() if v > 0})
-    summary.output_usage.stages = {k: list(v) for k, v in state.usage.items()}
-    failed_before = state.failed_usage
+def _run_open(captioner: Any, job: CaptionJob, source: Source, out: Output, summary: JobSummary,
+              progress: JobProgress, on_result: Callable[[CaptionResult], None] | None) -> JobSummary:
+    summary.output_counts.update(out.counts)
+    summary.output_usage.stages = out.usage
+    failed_before = out.failed_usage
 
-    journal = Journal(sink.journal_path).open()
-    sink.before_commit = journal.sync  # the journal is durable before any sink commit (power-cut order)
-    worker = Worker(captioner, job.filters, keep_bytes=sink.needs_bytes)
+    worker = Worker(captioner, job.filters, keep_bytes=out.needs_bytes)
     inflight: dict[str, ImageItem] = {}
-    sink_failures: list[str] = []  # ids whose final record the sink refused (superseded by a failed one)
     progress.start(job_total(source, job))
     t0 = time.perf_counter()
 
-    def write(result: CaptionResult, data: bytes | None, item: ImageItem | None) -> CaptionResult:
-        """Into the sink after the journal; a record the sink refuses becomes a ``sink`` failure
-        (appended to the journal, so the next run retries it instead of replaying it again)."""
-        try:
-            sink.write(result, data, item)
-            return result
-        except SinkItemError as exc:
-            failed = result.model_copy(update={"status": "failed", "error": str(exc), "error_kind": "sink"})
-            journal.append(failed)
-            sink_failures.append(failed.id)
-            return failed
-
     def replay(record_id: str, item: ImageItem | None) -> None:
-        record = journal.read_at(state.replay.pop(record_id))
-        data = None
-        if sink.needs_bytes and item is not None:
-            try:
-                data = item.read_bytes()
-            except Exception:  # noqa: BLE001 - the record is replayed without its image (counted by the sink)
-                data = None
-        written = write(record, data, item)
-        if written.status == "failed":  # counted in the output already: it changes status, spends nothing
-            summary.output_counts[record.status] -= 1
+        replayed = out.replay(record_id, item)
+        if replayed is None:
+            return
+        if replayed.written.status == "failed":  # counted in the output already: it changes status, spends nothing
+            summary.output_counts[replayed.record.status] -= 1
             summary.output_counts["failed"] += 1
             summary.failed += 1
             summary.failures["sink"] += 1
@@ -371,11 +330,10 @@ def _run_locked(captioner: Any, job: CaptionJob, source: Source, sink: Sink, sum
 
     def pending() -> Iterator[ImageItem]:
         for item in in_scope_items(source, job, summary):
-            if item.id in state.done:
+            if item.id in out.done:
                 summary.skipped += 1
                 progress.skipped()
-                if item.id in state.replay:
-                    replay(item.id, item)
+                replay(item.id, item)  # if the sink lacks its record
                 continue
             inflight[item.id] = item
             yield item
@@ -394,9 +352,8 @@ def _run_locked(captioner: Any, job: CaptionJob, source: Source, sink: Sink, sum
     async def consume(results) -> None:
         async for result in results:
             result = serialisable(result)
-            journal.append(result)
             item = inflight.pop(result.id, None)
-            result = write(result, worker.stash.pop(result.id, None), item)
+            result = out.commit(result, worker.stash.pop(result.id, None), item)
             count_result(summary, result, failed_before)
             progress.result(result)
             if on_result:
@@ -405,18 +362,18 @@ def _run_locked(captioner: Any, job: CaptionJob, source: Source, sink: Sink, sum
     try:
         run_sync(main())
         if not summary.stopped:
-            for record_id in list(state.replay):  # records whose image is no longer in the input
+            for record_id in out.lacking:  # records whose image is no longer in the input
                 replay(record_id, None)
     finally:
-        journal.close()
-        sink.close()
         progress.finish()
     summary.source_errors = [str(e) for e in source.errors]
-    if state.superseded or summary.retried or sink_failures:
-        compact(sink.journal_path)
-    summary.seconds = time.perf_counter() - t0
-    summary.summary_path = sink.summary_path
-    write_summary(summary, job, sink, fingerprint_id(captioner))
+    fingerprint = fingerprint_id(captioner)
+
+    def summary_of(sink_info: dict[str, Any]) -> dict[str, Any]:
+        summary.seconds = time.perf_counter() - t0
+        return summary_dict(summary, job, sink_info, fingerprint)
+
+    summary.summary_path = out.finish(summary_of)
     return summary
 
 
@@ -479,10 +436,3 @@ def summary_dict(summary: JobSummary, job: CaptionJob | None, sink_info: dict[st
         "stopped": summary.stopped,
         "exit_code": summary.exit_code,
     }
-
-
-def write_summary(summary: JobSummary, job: CaptionJob, sink: Sink, fingerprint: str | None) -> None:
-    data = summary_dict(summary, job, sink.describe(), fingerprint)
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    # an input spec given as undecodable bytes: its lone surrogates are written as \udXXX, not a crash
-    atomic_write_bytes(sink.summary_path, text.encode("utf-8", "backslashreplace"))

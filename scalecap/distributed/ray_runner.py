@@ -2,7 +2,7 @@
 
     rows (id + image bytes / path / url)  ->  batches to a pool of actors
     (each actor: one ScaleCap, its backends loaded once, an Engine keeping many images in flight)
-    ->  one JSONL shard per batch, written by the actor atomically  ->  OUTDIR/part-<run>-<hash>.jsonl
+    ->  one JSONL shard per batch, staged by the actor, committed by the driver  ->  OUTDIR/part-<run>-<hash>.jsonl
 
 Two ways in. ``scalecap caption --ray`` (``run_ray_job``) reads the source on the driver and feeds
 the actors through a bounded queue: a batch is read only when an actor is about to need it, so the
@@ -13,19 +13,22 @@ and maps it over an ``ActorPoolStrategy``; Ray Data streams it.
 The records are the ones a single-machine run writes (same worker, same pipeline, same settings):
 only ``timings`` differ, and the order of records across shards.
 
-Exactly-once on Ray. A shard is written to ``.tmp`` and renamed, so it is whole or absent; its name
-is a hash of the ids it holds, so a retried task overwrites rather than duplicates. When a run
-finishes, shards of this run that no task reported (an actor died after writing, Ray re-ran the
-batch elsewhere) are deleted. On (re)start, existing shards are read: an id found in two shards
-keeps its first record, and failed records are dropped when they will be retried; shards that
-lose lines are rewritten atomically. So the folder always reads as one record per id after a
-finished run, and a killed run resumes by skipping the ids it already holds (before anything is
-sent to the cluster). Runs refuse to add records of another fingerprint (checked by each actor
-before it captions anything) unless told to.
+Exactly-once on Ray (``scalecap.io.output.ShardOutput``, the sibling of the local runner's
+``Output``, with the same verbs). An actor *stages* its batch's shard (``.tmp``, whole, ``fsync``ed);
+the driver *commits* it (a rename) when it takes the batch's answer, and only then counts and reports
+its records. So a batch whose answer never comes (an actor died after writing, Ray re-ran the batch
+elsewhere) or comes after a stop is never a record: its staged file is deleted at the end of the run
+or at the next start, and its images are captioned again. A shard's name is a hash of the ids it
+holds. On (re)start, existing shards are read: an id found in two shards keeps its first record, and
+failed records are dropped when they will be retried; shards that lose lines are rewritten
+atomically. So the folder always reads as one record per id after a finished run, and a killed run
+resumes by skipping the ids it already holds (before anything is sent to the cluster). Runs refuse to
+add records of another fingerprint (checked by each actor before it captions anything) unless told to.
 
-Only files named like this runner's shards (``OWN_SHARD``) are read, tidied or deleted, and
-``--overwrite`` removes only those and the summary: anything else in the folder is left alone. One
-run per folder at a time: the driver holds ``OUTDIR/.scalecap.lock`` (``scalecap.io.lock``).
+Only files named like this runner's shards (``scalecap.io.output.own_files``) are read, tidied or
+deleted, and ``--overwrite`` removes only those and the summary: anything else in the folder is left
+alone. One run per folder at a time: the driver holds ``OUTDIR/.scalecap.lock`` (``scalecap.io.lock``).
+Manifest paths keep their ``--image-root`` in the row: the actor checks it again when it reads.
 
 The circuit breaker (``scalecap.breaker``) works at two levels. Each actor runs its batches through
 ``ServerRun`` with one breaker for its life: it pauses through an outage of its model server and
@@ -40,14 +43,11 @@ Paths in rows must be readable from every node (a shared filesystem), and so mus
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import time
-import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,8 @@ from ..breaker import DEFAULT_THRESHOLD, Breaker
 from ..filters import FilterSet
 from ..images import ImageItem
 from ..io.fetch import FetchConfig, UrlLoader
-from ..io.lock import LOCK_NAME, OutputLock
-from ..io.journal import RAY_SHARD, FingerprintMismatch, atomic_write_bytes, fsync_dir, iter_lines
+from ..io.journal import FingerprintMismatch
+from ..io.output import ShardOutput, stage_shard
 from ..io.sources import FailLoader, FileLoader
 from ..outage import OutagePolicy, ServerRun, server_check
 from ..pricing import Prices
@@ -64,29 +64,17 @@ from ..progress import JobProgress
 from ..records import CaptionResult, serialisable
 from ..run import JobSummary, Worker, count_result, fingerprint_id, in_scope_items, job_total, summary_dict
 
-#: The shards this runner writes (``scalecap.io.journal.RAY_SHARD``, where ``read_records`` reads
-#: them too): only files with such names are read, tidied or deleted.
-OWN_SHARD = RAY_SHARD
-
-
-def own_files(output_dir: Path) -> list[Path]:
-    """The files of ``output_dir`` this runner wrote: its shards, their ``.tmp`` and its summary."""
-    if not output_dir.is_dir():
-        return []
-    return sorted(p for p in output_dir.iterdir()
-                  if OWN_SHARD.match(p.name.removesuffix(".tmp")) or p.name in ("summary.json", "summary.json.tmp"))
-
-
 # ---------------------------------------------------------------------------------------- rows
 def item_to_row(item: ImageItem) -> dict[str, Any]:
     """An item as a Ray row: the reference to read (path, url) or the bytes, plus id/source/meta."""
     row: dict[str, Any] = {"id": item.id, "source": item.source, "meta": json.dumps(item.meta, ensure_ascii=False),
-                           "image": None, "path": None, "url": None, "fail_kind": None, "fail_message": None}
+                           "image": None, "path": None, "root": None, "url": None, "fail_kind": None,
+                           "fail_message": None}
     loader = item.loader
     if item.data is not None:
         row["image"] = item.data
     elif isinstance(loader, FileLoader):
-        row["path"] = loader.path
+        row["path"], row["root"] = loader.path, loader.root  # the root is checked again when the actor reads
     elif isinstance(loader, UrlLoader):
         row["url"] = loader.url
     elif isinstance(loader, FailLoader):
@@ -98,7 +86,7 @@ def item_to_row(item: ImageItem) -> dict[str, Any]:
 
 def row_to_item(row: dict[str, Any], fetch: FetchConfig | None = None) -> ImageItem:
     """The inverse of ``item_to_row``; also accepts user rows with just ``id`` and one of
-    ``image`` (bytes), ``path`` or ``url``."""
+    ``image`` (bytes), ``path`` (with an optional ``root`` it must resolve under) or ``url``."""
     rid = str(row["id"])
     meta = row.get("meta")
     meta = json.loads(meta) if isinstance(meta, str) else (meta or {})
@@ -110,57 +98,11 @@ def row_to_item(row: dict[str, Any], fetch: FetchConfig | None = None) -> ImageI
     if data is not None:
         return ImageItem(id=rid, source=source, data=bytes(data), meta=meta)
     if path:
-        return ImageItem(id=rid, source=source, meta=meta, loader=FileLoader(str(path)))
+        root = row.get("root")
+        return ImageItem(id=rid, source=source, meta=meta, loader=FileLoader(str(path), str(root) if root else None))
     if url:
         return ImageItem(id=rid, source=source, meta=meta, loader=UrlLoader(str(url), fetch or FetchConfig()))
     return ImageItem(id=rid, source=source, meta=meta, loader=FailLoader("no_image", f"row {rid!r} has no image, path or url"))
-
-
-# ---------------------------------------------------------------------------------------- store
-@dataclass
-class ShardStoreState:
-    done: set[str] = field(default_factory=set)
-    fingerprints: Counter = field(default_factory=Counter)
-    counts: Counter = field(default_factory=Counter)
-    dropped_failed: int = 0
-    dropped_duplicates: int = 0
-
-
-def open_shard_store(output_dir: Path, retry_failed: bool = True) -> ShardStoreState:
-    """Read (and tidy) a folder of JSONL shards; see the module docstring."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for tmp in own_files(output_dir):
-        if tmp.name.endswith(".tmp"):
-            tmp.unlink()
-    state = ShardStoreState()
-    for shard in (p for p in own_files(output_dir) if OWN_SHARD.match(p.name)):
-        keep: list[bytes] = []
-        changed = False
-        for _, line, rec in iter_lines(shard):
-            rid, status = rec["id"], rec["status"]
-            if rid in state.done:
-                state.dropped_duplicates += 1
-                changed = True
-                continue
-            if status == "failed" and retry_failed:
-                state.dropped_failed += 1
-                changed = True
-                continue
-            state.done.add(rid)
-            state.counts[status] += 1
-            state.fingerprints[(rec.get("fingerprint") or {}).get("id")] += 1
-            keep.append(line)
-        if changed:
-            if keep:
-                atomic_write_bytes(shard, b"".join(keep))
-            else:
-                shard.unlink()
-                fsync_dir(output_dir)
-    return state
-
-
-def _shard_name(run_tag: str, ids: list[str]) -> str:
-    return f"part-{run_tag}-{hashlib.sha1(chr(10).join(ids).encode('utf-8')).hexdigest()[:16]}.jsonl"
 
 
 # ---------------------------------------------------------------------------------------- actor
@@ -218,16 +160,13 @@ class _CaptionActor:
 
         results = sorted((serialisable(r) for r in self.loop.run_until_complete(collect())), key=lambda r: r.id)
         self.stopped = server.stopped
-        name = None
-        if results:
-            name = _shard_name(self.run_tag, [r.id for r in results])
-            payload = "".join(r.to_json() + "\n" for r in results).encode("utf-8")
-            atomic_write_bytes(self.output_dir / name, payload)
-        return _table(results, name, self.stopped, server.pauses)
+        # staged, not committed: the driver commits the shard when it takes this answer
+        staged = stage_shard(self.output_dir, self.run_tag, results)
+        return _table(results, staged, self.stopped, server.pauses)
 
 
 def _table(results: list[CaptionResult], shard: str | None, stopped: str | None, pauses: list[dict]):
-    """An actor's answer: one row per record (id, shard, record); the first row (or a row with no
+    """An actor's answer: one row per record (id, staged shard, record); the first row (or a row with no
     record, when there are none) also says whether the actor stopped and how it paused."""
     import pyarrow as pa
 
@@ -264,13 +203,10 @@ def caption_ray_dataset(ds, scalecap_factory: Callable[[], Any], output_dir: str
     ``output_dir`` are skipped (the actors drop them before captioning). ``stop_after`` and
     ``outage`` are the circuit breaker's (see the module docstring).
     """
-    out = _output_folder(output_dir)
-    with OutputLock(out / LOCK_NAME, out):
-        _prepare(out, resume)
-        state = open_shard_store(out, retry_failed)
+    with ShardOutput.open(_output_folder(output_dir), resume=resume, retry_failed=retry_failed) as store:
         summary = JobSummary()
-        summary.skipped = len(state.done)
-        return _caption(ds, scalecap_factory, out, state, summary, num_actors=num_actors,
+        summary.skipped = len(store.done)
+        return _caption(ds, scalecap_factory, store, summary, num_actors=num_actors,
                         num_cpus_per_actor=num_cpus_per_actor, concurrency=concurrency, batch_size=batch_size,
                         filters=filters, allow_mixed=allow_mixed_fingerprints, prices=prices, fetch=fetch,
                         progress=progress or JobProgress(), on_result=on_result, job=None,
@@ -293,18 +229,15 @@ def run_ray_job(scalecap_factory: Callable[[], Any], job, *, num_actors: int = 2
     if job.format != "jsonl":
         raise SinkError("--ray writes a folder of JSONL shards (-o FOLDER); convert afterwards, or run "
                         "--format parquet/wds/sidecar without --ray")
-    out = _output_folder(job.output)
-    with OutputLock(out / LOCK_NAME, out):
-        _prepare(out, job.resume)
-        return _run_locked(scalecap_factory, job, out, num_actors=num_actors, num_cpus_per_actor=num_cpus_per_actor,
-                           batch_size=batch_size, progress=progress, on_result=on_result)
+    with ShardOutput.open(_output_folder(job.output), resume=job.resume, retry_failed=job.retry_failed) as store:
+        return _run_open(scalecap_factory, job, store, num_actors=num_actors, num_cpus_per_actor=num_cpus_per_actor,
+                         batch_size=batch_size, progress=progress, on_result=on_result)
 
 
-def _run_locked(scalecap_factory, job, out: Path, *, num_actors: int, num_cpus_per_actor: float, batch_size: int,
-                progress: JobProgress | None, on_result) -> JobSummary:
+def _run_open(scalecap_factory, job, store: ShardOutput, *, num_actors: int, num_cpus_per_actor: float,
+              batch_size: int, progress: JobProgress | None, on_result) -> JobSummary:
     from ..io.sources import open_source
 
-    state = open_shard_store(out, job.retry_failed)
     source = job.source or open_source(job.inputs, job.input_format, job.source_options())
     summary = JobSummary()
     progress = progress or JobProgress()
@@ -313,7 +246,7 @@ def _run_locked(scalecap_factory, job, out: Path, *, num_actors: int, num_cpus_p
     def batches() -> Iterator[list[dict[str, Any]]]:
         rows: list[dict[str, Any]] = []
         for item in in_scope_items(source, job, summary):
-            if item.id in state.done:
+            if item.id in store.done:
                 summary.skipped += 1
                 progress.skipped()
                 continue
@@ -325,7 +258,7 @@ def _run_locked(scalecap_factory, job, out: Path, *, num_actors: int, num_cpus_p
             yield rows
         summary.source_errors = [str(e) for e in source.errors]  # before the summary file is written
 
-    return _caption_stream(batches(), scalecap_factory, out, state, summary, num_actors=num_actors,
+    return _caption_stream(batches(), scalecap_factory, store, summary, num_actors=num_actors,
                            num_cpus_per_actor=num_cpus_per_actor, concurrency=job.concurrency,
                            batch_size=batch_size, filters=job.filters, allow_mixed=job.allow_mixed_fingerprints,
                            prices=job.prices, fetch=job.fetch, progress=progress, on_result=on_result, job=job,
@@ -341,37 +274,30 @@ def _output_folder(output_dir: str | Path) -> Path:
     return out
 
 
-def _prepare(out: Path, resume: bool) -> None:
-    """``--overwrite``: remove what this runner wrote (``own_files``), nothing else."""
-    if not resume:
-        for p in own_files(out):
-            p.unlink()
-
-
 class _RunShards:
-    """One run's bookkeeping on the driver, shared by the Ray Data and the streaming paths: the run
-    tag that names its shards, the records the actors report (with their stops and pauses), the
-    driver's own breaker, and the summary written at the end."""
+    """One run's bookkeeping on the driver, shared by the Ray Data and the streaming paths: the
+    batches the actors answer (each shard committed as its answer is taken, then its records
+    counted and reported, with the actor's stops and pauses), the driver's own breaker, and the
+    summary written at the end."""
 
-    def __init__(self, out: Path, state: ShardStoreState, summary: JobSummary, progress: JobProgress,
-                 on_result, stop_after: int) -> None:
-        self.out, self.state, self.summary, self.progress, self.on_result = out, state, summary, progress, on_result
-        summary.output_counts.update(state.counts)
-        self.run_tag = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        self.known = [k for k, n in state.fingerprints.items() if n > 0]
-        self.reported: set[str] = set()
+    def __init__(self, store: ShardOutput, summary: JobSummary, progress: JobProgress, on_result,
+                 stop_after: int) -> None:
+        self.store, self.summary, self.progress, self.on_result = store, summary, progress, on_result
+        summary.output_counts.update(store.counts)
         self.breaker = Breaker(stop_after)
         self.tripped: str | None = None
         self.t0 = time.perf_counter()
 
     def take(self, table) -> None:
-        """Count the records of one batch an actor returned (its shard is already committed)."""
-        for row in table.to_pylist():
+        """Commit the shard of one batch an actor answered, then count and report its records."""
+        rows = table.to_pylist()
+        for staged in dict.fromkeys(row["shard"] for row in rows if row["shard"] is not None):
+            self.store.commit(staged)
+        for row in rows:
             _actor_news(row, self.summary, self.progress)
             if row["record"] is None:
                 continue
             record = CaptionResult.from_json(row["record"])
-            self.reported.add(row["shard"])
             count_result(self.summary, record)
             self.progress.result(record)
             if self.on_result:
@@ -381,21 +307,17 @@ class _RunShards:
             self.summary.stopped = self.summary.stopped or self.tripped
 
     def finish(self, job, prices: Prices | None, info: dict[str, Any]) -> JobSummary:
-        """Delete this run's shards no task reported, then write ``summary.json``."""
-        for shard in self.out.glob(f"part-{self.run_tag}-*.jsonl"):
-            if shard.name not in self.reported:  # written by a task whose result was lost and redone
-                shard.unlink()
+        """Drop this run's uncommitted shards, then write ``summary.json`` (``ShardOutput.finish``)."""
         summary = self.summary
-        summary.seconds = time.perf_counter() - self.t0
-        summary.summary_path = self.out / "summary.json"
-        info = {"format": "jsonl-shards (ray)", "output": str(self.out), **info, "run_tag": self.run_tag,
-                "dropped_failed_for_retry": self.state.dropped_failed,
-                "dropped_duplicates": self.state.dropped_duplicates}
-        data = summary_dict(summary, job, info, None)
-        data["run"]["usage"] = summary.usage.report(prices)
-        data["output"]["usage"] = None  # output-wide token totals are kept by the local journal only
-        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-        atomic_write_bytes(summary.summary_path, text.encode("utf-8", "backslashreplace"))
+
+        def summary_of(store_info: dict[str, Any]) -> dict[str, Any]:
+            summary.seconds = time.perf_counter() - self.t0
+            data = summary_dict(summary, job, {**store_info, **info}, None)
+            data["run"]["usage"] = summary.usage.report(prices)
+            data["output"]["usage"] = None  # output-wide token totals are kept by the local journal only
+            return data
+
+        summary.summary_path = self.store.finish(summary_of)
         return summary
 
 
@@ -406,7 +328,7 @@ def _reraise(exc: BaseException) -> None:
     raise exc
 
 
-def _caption(ds, factory, out: Path, state: ShardStoreState, summary: JobSummary, *, num_actors: int,
+def _caption(ds, factory, store: ShardOutput, summary: JobSummary, *, num_actors: int,
              num_cpus_per_actor: float, concurrency: int | None, batch_size: int, filters: FilterSet | None,
              allow_mixed: bool, prices: Prices | None, fetch: FetchConfig | None,
              progress: JobProgress, on_result, job, stop_after: int = DEFAULT_THRESHOLD,
@@ -415,13 +337,14 @@ def _caption(ds, factory, out: Path, state: ShardStoreState, summary: JobSummary
     import ray
     import ray.data as rd
 
-    run = _RunShards(out, state, summary, progress, on_result, stop_after)
+    run = _RunShards(store, summary, progress, on_result, stop_after)
     try:
         if ds is not None:
-            done_ref = [ray.put(frozenset(state.done))] if (state.done and job is None) else None
+            done_ref = [ray.put(frozenset(store.done))] if (store.done and job is None) else None
             mapped = ds.map_batches(
                 _CaptionActor, batch_size=batch_size, batch_format="pyarrow",
-                fn_constructor_args=(factory, str(out), run.run_tag, filters, concurrency, run.known, allow_mixed,
+                fn_constructor_args=(factory, str(store.folder), store.run_tag, filters, concurrency,
+                                     store.fingerprints, allow_mixed,
                                      fetch or FetchConfig(), done_ref, stop_after, outage),
                 compute=rd.ActorPoolStrategy(size=num_actors), num_cpus=num_cpus_per_actor)
             # An actor that stops says so and answers its later batches at once with no records; the
@@ -447,8 +370,7 @@ def _caption(ds, factory, out: Path, state: ShardStoreState, summary: JobSummary
 QUEUED_PER_ACTOR = 1
 
 
-def _caption_stream(batches: Iterator[list[dict[str, Any]]], factory, out: Path, state: ShardStoreState,
-                    summary: JobSummary, *, num_actors: int, num_cpus_per_actor: float, concurrency: int | None,
+def _caption_stream(batches: Iterator[list[dict[str, Any]]], factory, store: ShardOutput, summary: JobSummary, *, num_actors: int, num_cpus_per_actor: float, concurrency: int | None,
                     batch_size: int, filters: FilterSet | None, allow_mixed: bool, prices: Prices | None,
                     fetch: FetchConfig | None, progress: JobProgress, on_result, job,
                     stop_after: int = DEFAULT_THRESHOLD, outage: OutagePolicy | None = None) -> JobSummary:
@@ -464,7 +386,7 @@ def _caption_stream(batches: Iterator[list[dict[str, Any]]], factory, out: Path,
     import pyarrow as pa
     import ray
 
-    run = _RunShards(out, state, summary, progress, on_result, stop_after)
+    run = _RunShards(store, summary, progress, on_result, stop_after)
     actor_cls = ray.remote(num_cpus=num_cpus_per_actor, max_restarts=-1, max_task_retries=-1)(_StreamingActor)
     actors: list[Any] = []
     pending: dict[Any, int] = {}  # object ref of a batch's result -> index of its actor
@@ -478,8 +400,8 @@ def _caption_stream(batches: Iterator[list[dict[str, Any]]], factory, out: Path,
                     exhausted = True
                     break
                 if not actors:  # started on the first batch: a run with nothing to do loads no models
-                    actors = [actor_cls.remote(factory, str(out), run.run_tag, filters, concurrency, run.known,
-                                               allow_mixed, fetch or FetchConfig(), None, stop_after, outage)
+                    actors = [actor_cls.remote(factory, str(store.folder), store.run_tag, filters, concurrency,
+                                               store.fingerprints, allow_mixed, fetch or FetchConfig(), None, stop_after, outage)
                               for _ in range(num_actors)]
                 i = min(range(num_actors), key=lambda k: load[k])
                 load[i] += 1

@@ -3,8 +3,10 @@
 This package knows nothing of models: it turns spec strings into ``ImageItem`` streams
 (``sources``), fetches URLs under limits (``fetch``), keeps the exactly-once journal
 (``journal``), writes records as JSONL, Parquet, WebDataset or sidecar files (``sinks``), and turns
-a finished run into LLaVA / LLaMA-Factory training files (``exporters``). ``scalecap.run`` wires
-them to the engine.
+a finished run into LLaVA / LLaMA-Factory training files (``exporters``). ``output`` puts the lock,
+the journal and the sink behind a few verbs (open or resume, commit, replay, finish) that the local
+and the Ray runner use, so the exactly-once order lives in one place. ``scalecap.run`` wires them
+to the engine.
 """
 
 from .exporters import export_llamafactory, export_llava

@@ -345,7 +345,7 @@ def read_records(output: Path, stats: ReadStats | None = None) -> Iterator[Capti
     A journal (a JSONL output, ``records.jsonl`` of a sharded folder): the *last* record per id, in
     journal order (journal rule 2: a later line supersedes a failed one). A Ray output folder:
     only its own shards (``RAY_SHARD``), and the *first* record per id, the rule of the Ray store
-    itself (``open_shard_store``): a second copy is a retried task's, dropped and counted in
+    itself (``scalecap.io.output.open_shard_store``): a second copy is a retried task's, dropped and counted in
     ``stats``."""
     output = Path(output)
     stats = stats if stats is not None else ReadStats()

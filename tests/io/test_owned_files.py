@@ -13,7 +13,7 @@ import pytest
 import pyarrow.parquet as pq
 from iohelpers import FakeCaptioner, png_bytes
 
-from scalecap.distributed.ray_runner import _prepare, open_shard_store, own_files
+from scalecap.io.output import ShardOutput, open_shard_store, own_files
 from scalecap.io.sinks import read_parquet_records
 from scalecap.run import CaptionJob, run_job
 
@@ -82,12 +82,13 @@ def test_the_ray_store_touches_only_its_own_shards(tmp_path):
     (out / "part-20261203120000-abcdef-fedcba9876543210.jsonl.tmp").write_text("half")
     (out / "summary.json").write_text("{}")
     (out / "part-00000.jsonl").write_text("not a scalecap record at all\n")  # foreign: would not even parse
+    (out / "part-20261203120000-abcdef-fedcba9876543210.jsonl.0123abcd.tmp").write_text("staged, never committed")
     (out / "notes.tmp").write_text("theirs")
     state = open_shard_store(out)
     assert state.done == {"x"}
-    assert sorted(p.name for p in own_files(out)) == [ours.name, "summary.json"]  # our .tmp was tidied
-    _prepare(out, resume=False)
-    assert sorted(p.name for p in out.iterdir()) == ["notes.tmp", "part-00000.jsonl"]
+    assert sorted(p.name for p in own_files(out)) == [ours.name, "summary.json"]  # our .tmp files were tidied
+    with ShardOutput.open(out, resume=False):  # --overwrite
+        assert sorted(p.name for p in out.iterdir()) == [".scalecap.lock", "notes.tmp", "part-00000.jsonl"]
 
 
 def test_read_records_of_a_ray_folder_reads_only_its_shards_first_wins(tmp_path):
