@@ -10,7 +10,10 @@ the server's prefix, multimodal and encoder caches reset before each timed run:
    other, one image at a time: the authors' call pattern, doing exactly scalecap's calls.
 3. **naive concurrency**: the same client and calls with 24 images in flight (each image's calls
    still in sequence): the ceiling a simple concurrent script reaches.
-4. **scalecap defaults** (images admitted by request demand, reuse on), then **--concurrency 8**
+4. **scalecap defaults** (images admitted by request demand, reuse on), the same with log-prob reuse
+   off (the random tiny model rarely writes text whose tokens can be reused, while asking for the
+   generation's log-probs costs the server a log-softmax over the vocabulary per token), then
+   **--concurrency 8**
    and 5. **scalecap --concurrency 24**,
    each with its backend probed before the clock starts (start-up is not a per-image cost).
 
@@ -476,10 +479,12 @@ async def main_async(args: argparse.Namespace, api_base: str, root: str, workdir
     lag = LoopWatch()
     finals = {r.id: r.final_caption for r in res_rec}
     extra = [int(c) for c in args.also.split(",") if c.strip()] if args.also else []
-    for name, concurrency in [("scalecap defaults (admission by demand)", None), ("scalecap --concurrency 8", 8),
-                              (f"scalecap --concurrency {args.naive}", args.naive)] + [
-            (f"scalecap --concurrency {c}", c) for c in extra]:
-        sc = scalecap(api_base, args.model, True, args.budget)
+    for name, concurrency, reuse in [("scalecap defaults (admission by demand)", None, True),
+                                     ("scalecap defaults, log-prob reuse off", None, False),
+                                     ("scalecap --concurrency 8", 8, True),
+                                     (f"scalecap --concurrency {args.naive}", args.naive, True)] + [
+            (f"scalecap --concurrency {c}", c, True) for c in extra]:
+        sc = scalecap(api_base, args.model, reuse, args.budget)
         await sc.captioner.probe()  # start-up (probe, local tokenizer, tagging workers) is not per-image cost
         await sc._tagging.warm()
         reset_caches(root)

@@ -53,7 +53,7 @@ async def test_persistent_stall_fails_that_image_only(fault_proxy, sample_images
     slow, fast = (image_ref(sample_images[k].read_bytes())[0] for k in ("coffee", "chelsea"))
     sender = OpenAIBackend(cfg(fault_proxy.api_base))  # the image bytes the pipeline's backend sends
     await sender.probe()
-    marker = sender._images.get(slow, *sender._budget())[5000:5064].encode()  # a piece of the slow image's PNG
+    marker = sender._images.get(slow, *sender._budget(), fmt=sender.image_format)[5000:5064].encode()  # a piece of it
     await sender.aclose()
     fault_proxy.stall, fault_proxy.stall_seconds = (lambda body: marker in body), 12.0
     # the timeout leaves room for a slow but healthy request on a busy 2-core machine
