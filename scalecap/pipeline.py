@@ -45,7 +45,7 @@ from .screen import Screen
 from .evidence import OcrTool
 from .judge import Judge
 from .domains import Presets, Router, load_domains
-from .stages import STAGES, StageFailure, Trace, timed
+from .stages import STAGES, StageFailure, Trace, retrieve_exception, both, timed
 from .text.content import load_tagger
 from .text.tagging import TaggingPool
 from .text.instructions import (OBJECT_TEMPLATE, POSITION_TEMPLATE, first_sentence_of, instruction_regex,
@@ -254,8 +254,16 @@ class ScaleCap:
 
     async def _rate(self, trace: Trace, stage: str, question: str, text: str, image: ImageRef) -> RatedText:
         prompt = ChatPrompt(user=question, system=self.prompts.system, image=image)
-        with_image, without_image, content = await asyncio.gather(
-            self.scorer.score(prompt, text), self.scorer.score(prompt.without_image(), text), self._tagging.spans(text))
+        # The tagging is queued (or, inline, done) first; the two passes run concurrently.
+        tagged = self._tagging.request(text)
+        try:
+            with_image, without_image = await both(self.scorer.score(prompt, text),
+                                                   self.scorer.score(prompt.without_image(), text))
+        except BaseException:
+            if isinstance(tagged, asyncio.Future):
+                tagged.add_done_callback(retrieve_exception)  # a failed tagging behind a failed pass: not "lost"
+            raise
+        content = tagged if isinstance(tagged, list) else await tagged
         if with_image.source == "teacher_forced":
             trace.usage[stage].add(with_image.prompt_tokens)
         else:  # the generation's own log-probs: no model call

@@ -45,17 +45,24 @@ class RatedText:
 
 def token_deltas(with_image: TokenScores, without_image: TokenScores, mode: str) -> list[float]:
     """Per-token contrast between the pass with the image and the pass without it."""
+    a, b = _pass_values(with_image, without_image, mode)
+    if mode == "prob":
+        return [math.exp(x) - math.exp(y) for x, y in zip(a, b)]
+    return [x - y for x, y in zip(a, b)]
+
+
+def _pass_values(with_image: TokenScores, without_image: TokenScores,
+                 mode: str) -> tuple[Sequence[float], Sequence[float]]:
+    """The two passes' values that ``mode`` contrasts, after checking they describe the same tokens."""
     if with_image.token_ids != without_image.token_ids:
         raise RatingError("the passes with and without the image scored different tokens")
-    if mode == "prob":
-        return [math.exp(a) - math.exp(b) for a, b in zip(with_image.logprobs, without_image.logprobs)]
-    if mode == "logprob":
-        return [a - b for a, b in zip(with_image.logprobs, without_image.logprobs)]
+    if mode in ("prob", "logprob"):
+        return with_image.logprobs, without_image.logprobs
     if mode == "logit":
         if with_image.logits is None or without_image.logits is None:
             raise RatingError("score mode 'logit' needs a scorer backend that returns raw logits "
                               "(transformers or in-process vLLM); use 'prob' or 'logprob' with a server")
-        return [a - b for a, b in zip(with_image.logits, without_image.logits)]
+        return with_image.logits, without_image.logits
     raise RatingError(f"unknown score mode {mode!r}; choose from {', '.join(SCORE_MODES)}")
 
 
@@ -87,7 +94,11 @@ def rate_text(
     store_tokens: bool = False,
 ) -> RatedText:
     """Split ``text`` into sentences, score each from its content tokens, keep those above tau."""
-    deltas = token_deltas(with_image, without_image, mode)
+    # Only content tokens' deltas decide a score, so only theirs are computed (each as
+    # ``token_deltas`` computes it, so the scores are the same floats); all, when tokens are stored.
+    a, b = _pass_values(with_image, without_image, mode)
+    prob = mode == "prob"
+    exp = math.exp
     offsets = with_image.offsets
     content = content_token_mask(offsets, content_spans)
     rated = []
@@ -102,12 +113,17 @@ def rate_text(
             if offsets[t][1] > sent.start:
                 members.append(t)
             t += 1
-        scores = [deltas[i] for i in members if content[i]]
-        score = max(scores) if scores else None
         tokens = None
         if store_tokens:
+            deltas = [exp(a[i]) - exp(b[i]) if prob else a[i] - b[i] for i in members]
+            scores = [d for i, d in zip(members, deltas) if content[i]]
             tokens = [TokenDetail(text=text[offsets[i][0]:offsets[i][1]], start=offsets[i][0], end=offsets[i][1],
-                                  delta=deltas[i], content=content[i]) for i in members]
+                                  delta=d, content=content[i]) for i, d in zip(members, deltas)]
+        elif prob:
+            scores = [exp(a[i]) - exp(b[i]) for i in members if content[i]]
+        else:
+            scores = [a[i] - b[i] for i in members if content[i]]
+        score = max(scores) if scores else None
         # Built without re-validation: every field is already of its type (this runs for every
         # sentence of every caption and answer, ~40 texts an image).
         rated.append(ScoredSentence.model_construct(text=sent.text, start=sent.start, end=sent.end, score=score,

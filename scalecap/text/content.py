@@ -154,13 +154,30 @@ class LexiconTagger:
     spec = "lexicon"  # what a worker process loads to get this tagger
 
     def content_spans(self, text: str) -> list[tuple[int, int]]:
-        return [m.span() for m in _WORD.finditer(text) if _is_content(m.group())]
+        # Each distinct word is judged once (``_is_content`` depends on the word alone): a dict
+        # lookup instead of casefolding and two set lookups per word, ~30% of the tagger's time.
+        known = _KNOWN_WORDS
+        spans = []
+        for m in _WORD.finditer(text):
+            word = m.group()
+            content = known.get(word)
+            if content is None:
+                if len(known) >= _KNOWN_WORDS_MAX:  # bounded: a corpus of ids must not grow it forever
+                    known.clear()
+                content = known[word] = _is_content(word)
+            if content:
+                spans.append(m.span())
+        return spans
 
     def content_spans_many(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         return [self.content_spans(text) for text in texts]
 
     def __repr__(self) -> str:
         return f"LexiconTagger({self.name!r})"
+
+
+_KNOWN_WORDS: dict[str, bool] = {}  # word, as written -> _is_content(word)
+_KNOWN_WORDS_MAX = 200_000
 
 
 def _is_content(word: str) -> bool:

@@ -42,6 +42,13 @@ _STOCK = re.compile(
 # Endings that no finished text has: a dangling conjunction, article, comma or list marker.
 _DANGLING = re.compile(r"(?:[,;:(\-–*#]|\b(?:and|or|the|a|an|of|with|to|in|on|is|are))\s*$|\n\s*(?:[-*+]|\d+[.)])\s*$",
                        re.IGNORECASE)
+# The same pattern reversed, matched at the start of the reversed text: it accepts exactly the texts
+# that ``_DANGLING.search`` accepts (``\b`` is symmetric; ``$`` before a final newline is covered by
+# the leading ``\s*``), without a search from every position of a long text (12 us on an answer).
+_DANGLING_REVERSED = re.compile(
+    r"\s*(?:[,;:(\-–*#]|(?:dna|ro|eht|a|na|fo|htiw|ot|ni|no|si|era)\b)|\s*(?:[-*+]|[.)]\d+)\s*\n", re.IGNORECASE)
+# Sentence or line units for the run check (compiled once: ``re.split`` looks its cache up per call).
+_UNITS = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ def check_text(text: str, config: DegenerateConfig | None = None, *, truncated: 
                         round(share, 4), c.max_foreign_share))
     if truncated:
         hits.append(Hit("truncated", "the generator stopped at its token limit"))
-    elif _DANGLING.search(stripped):
+    elif _DANGLING_REVERSED.match(stripped[::-1]):
         hits.append(Hit("truncated", f"ends mid-sentence: {stripped[-20:]!r}"))
     if stock_opening and _STOCK.match(stripped):
         hits.append(Hit("stock_opening", f"opens with {_STOCK.match(stripped).group(0).strip()!r}"))
@@ -115,9 +122,9 @@ def _repetition(text: str, c: DegenerateConfig) -> list[Hit]:
     run = _longest_run(text)
     if run[0] >= c.max_run:
         return [Hit("repetition", f"{run[1]!r} {run[0]} times in a row", run[0], c.max_run)]
-    words = [w.lower() for w in _WORD.findall(text)]
+    words = _lower_words(text)
     if len(words) >= max(c.min_words_for_ratio, c.ngram + 1):
-        grams = [tuple(words[i:i + c.ngram]) for i in range(len(words) - c.ngram + 1)]
+        grams = _ngrams(words, c.ngram)
         ratio = len(set(grams)) / len(grams)
         if ratio < c.min_distinct_ratio:
             top = " ".join(Counter(grams).most_common(1)[0][0])
@@ -133,9 +140,25 @@ def _repetition(text: str, c: DegenerateConfig) -> list[Hit]:
     return []
 
 
+def _lower_words(text: str) -> list[str]:
+    """The words of ``text``, lower-cased. An ASCII text is lowered whole first (the same words: ASCII
+    lowering keeps every character's class and the length); other texts word by word, because
+    lowering can change a non-ASCII text's length and so its word boundaries."""
+    if text.isascii():
+        return _WORD.findall(text.lower())
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
+    """Every run of ``n`` consecutive words, in order (zipped shifted views, not a slice per start)."""
+    if n < 1:
+        return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return list(zip(*(words[k:] for k in range(n))))
+
+
 def _longest_run(text: str) -> tuple[int, str]:
     """The longest run of identical consecutive sentences or lines (normalised), and its unit."""
-    units = [u.strip().lower() for u in re.split(r"(?<=[.!?])\s+|\n+", text) if u.strip()]
+    units = [u.strip().lower() for u in _UNITS.split(text) if u.strip()]
     best, unit, n = 1, units[0] if units else "", 1
     for prev, cur in zip(units, units[1:]):
         n = n + 1 if cur == prev and len(_WORD.findall(cur)) >= 2 else 1

@@ -69,6 +69,14 @@ class TaggingPool:
         self.texts_run = 0
 
     async def spans(self, text: str) -> Spans:
+        got = self.request(text)
+        return got if isinstance(got, list) else await got
+
+    def request(self, text: str) -> Spans | asyncio.Future:
+        """The spans themselves (an inline tagger), or a future the pool resolves with them.
+
+        For callers that start other work beside the tagging (the rating's two scoring passes): the
+        text is queued at once, with no task of its own. Must be called with the loop running."""
         if self.inline:
             return self.tagger.content_spans(text)
         loop = asyncio.get_running_loop()
@@ -77,7 +85,7 @@ class TaggingPool:
         fut: asyncio.Future = loop.create_future()
         self._pending.append((text, fut))
         self._dispatch()
-        return await fut
+        return fut
 
     async def warm(self) -> None:
         """Start every worker now (each loads its tagger), so that the first images do not wait."""

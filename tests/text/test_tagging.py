@@ -91,3 +91,20 @@ def test_a_dead_worker_fails_its_batch_and_the_pool_recovers():
     finally:
         pool.close()
     assert first == [(2, 5), (6, 9)] and isinstance(lost, Exception) and after == [(2, 7), (8, 12)]
+
+
+def test_request_gives_inline_spans_at_once_and_a_future_from_the_pool():
+    inline = TaggingPool(load_tagger("lexicon"))
+    pooled = TaggingPool(load_tagger("spacy"), workers=0)
+
+    async def run():
+        now = inline.request("The big dog")
+        later = pooled.request("A red car is parked.")
+        return now, isinstance(later, asyncio.Future), await later
+
+    try:
+        now, is_future, later = asyncio.run(run())
+    finally:
+        pooled.close()
+    assert now == [(4, 7), (8, 11)]
+    assert is_future and later == [(2, 5), (6, 9), (13, 19)]
